@@ -1,0 +1,11 @@
+"""rmtkd-tf: Random-Matrix-Theoretic Knowledge Distillation for Keras 3.
+
+Importing the package registers the factorized layers, so that
+`keras.models.load_model("student.keras")` works after `import rmtkd_tf`.
+"""
+
+__version__ = "0.1.0"
+
+from rmtkd_tf.layers import LowRankConv2D, LowRankDense  # noqa: E402  (registers layers)
+
+__all__ = ["LowRankConv2D", "LowRankDense", "__version__"]

@@ -1,0 +1,386 @@
+"""Streaming collection of layer pre-activation covariances.
+
+RMT-KD needs, for every candidate layer, the covariance `Σ` of its
+pre-activations `h = x W + b` over a calibration set. `X` is never kept: each
+layer owns a `CovarianceAccumulator` of float64 TensorFlow variables (count,
+mean, centred second moment), merged batch by batch with the pairwise update
+of Chan, Golub & LeVeque, which stays accurate when the mean is large compared
+with the spread (unlike `E[xxᵀ] − μμᵀ`). Memory is O(d²) per layer whatever the
+number of samples. Conv2D outputs count every spatial position as a sample.
+
+The accumulators are fed by *hooks*: while collecting, a layer's `call` is
+wrapped so that it records its output before the activation. Because the
+update is a TensorFlow op inside the traced step, the same mechanism works in
+compiled `fit`/`evaluate`/`predict` (through `ActivationCollector`) and in the
+plain `collect_activations` function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rmtkd_tf.errors import NonFiniteActivationError, RMTKDError
+from rmtkd_tf.model_walk import is_graph_model, iter_graph_layers, layer_kind
+
+
+@dataclasses.dataclass
+class LayerStatistics:
+    """Pre-activation statistics of one layer (population covariance `XXᵀ/n` of centred X)."""
+
+    path: str
+    kind: str
+    n_samples: int
+    mean: np.ndarray
+    covariance: np.ndarray
+
+    @property
+    def dim(self):
+        return int(self.mean.shape[0])
+
+
+class CovarianceAccumulator:
+    """Running mean and covariance of `dim`-dimensional samples in float64.
+
+    `update(samples, weights)` takes samples of shape `(..., dim)`; every
+    leading position is one sample. Rows with a zero weight (padding) are
+    ignored; rows with NaN/Inf are ignored and counted in `nonfinite`. The
+    update has static shapes only, so it also runs under XLA.
+
+    Example:
+
+    >>> acc = CovarianceAccumulator(2)
+    >>> acc.update(tf.constant([[1.0, 2.0], [3.0, 6.0]]))
+    >>> acc.update(tf.constant([[5.0, 10.0]]))
+    >>> n, mean, cov, bad = acc.numpy()
+    >>> n, mean.tolist(), bad
+    (3, [3.0, 6.0], 0)
+    """
+
+    def __init__(self, dim, name="covariance"):
+        self.dim = int(dim)
+        with tf.init_scope():
+            self.count = tf.Variable(tf.zeros((), tf.float64), trainable=False, name=f"{name}_count")
+            self.mean = tf.Variable(tf.zeros((self.dim,), tf.float64), trainable=False, name=f"{name}_mean")
+            self.m2 = tf.Variable(
+                tf.zeros((self.dim, self.dim), tf.float64), trainable=False, name=f"{name}_m2"
+            )
+            self.nonfinite = tf.Variable(tf.zeros((), tf.float64), trainable=False, name=f"{name}_nonfinite")
+
+    def reset(self):
+        self.count.assign(tf.zeros_like(self.count))
+        self.mean.assign(tf.zeros_like(self.mean))
+        self.m2.assign(tf.zeros_like(self.m2))
+        self.nonfinite.assign(tf.zeros_like(self.nonfinite))
+
+    def update(self, samples, weights=None):
+        x = tf.reshape(tf.cast(samples, tf.float64), (-1, self.dim))
+        w = tf.ones(tf.shape(x)[:1], tf.float64)
+        if weights is not None:
+            w = tf.reshape(tf.cast(weights, tf.float64), (-1,)) * w
+        finite = tf.reduce_all(tf.math.is_finite(x), axis=1)
+        self.nonfinite.assign_add(tf.reduce_sum(tf.where(finite, tf.zeros_like(w), w)))
+        w = tf.where(finite, w, tf.zeros_like(w))
+        x = tf.where(finite[:, None], x, tf.zeros_like(x))
+
+        batch_count = tf.reduce_sum(w)
+        batch_mean = tf.math.divide_no_nan(tf.reduce_sum(x * w[:, None], axis=0), batch_count)
+        centred = x - batch_mean
+        batch_m2 = tf.matmul(centred * w[:, None], centred, transpose_a=True)
+
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        self.m2.assign_add(
+            batch_m2
+            + tf.tensordot(delta, delta, axes=0) * tf.math.divide_no_nan(self.count * batch_count, total)
+        )
+        self.mean.assign_add(delta * tf.math.divide_no_nan(batch_count, total))
+        self.count.assign(total)
+
+    def numpy(self):
+        """`(n, mean, covariance, nonfinite)` as NumPy values; covariance = M2 / n."""
+        n = float(self.count.numpy())
+        m2 = self.m2.numpy()
+        covariance = m2 / n if n > 0 else np.zeros_like(m2)
+        return int(round(n)), self.mean.numpy(), covariance, int(round(float(self.nonfinite.numpy())))
+
+
+class _LayerHook:
+    """Wraps one layer's `call` so it feeds an accumulator with its pre-activations."""
+
+    def __init__(self, path, layer, recording, weights_provider=None):
+        self.path = path
+        self.layer = layer
+        self.kind = layer_kind(layer) or type(layer).__name__
+        self.recording = recording
+        self.weights_provider = weights_provider
+        self.factorized = hasattr(layer, "bottleneck")
+        width = int(layer.rank) if self.factorized else _output_width(layer)
+        self.accumulator = CovarianceAccumulator(width, name=path.replace("/", "__"))
+        self._installed = False
+
+    def install(self):
+        layer, original_call = self.layer, self.layer.call
+        self._activation = layer.activation
+        if self.factorized:
+            return self._install_bottleneck()
+        # Record h = xW + b, not act(h): the factorization is linear in h.
+        layer.activation = keras.activations.linear
+        activation, accumulator, recording, weights_provider = (
+            self._activation,
+            self.accumulator,
+            self.recording,
+            self.weights_provider,
+        )
+
+        def hooked_call(inputs, *args, **kwargs):
+            pre_activation = original_call(inputs, *args, **kwargs)
+            outputs = pre_activation
+            if layer_kind(layer) == "conv2d" and getattr(layer, "data_format", "channels_last") == "channels_first":
+                outputs = tf.experimental.numpy.moveaxis(outputs, 1, -1)
+            weights = tf.cast(recording, tf.float64)
+            extra = weights_provider(inputs) if weights_provider is not None else None
+            if extra is not None:
+                weights = weights * tf.cast(extra, tf.float64)
+            accumulator.update(outputs, tf.broadcast_to(weights, tf.shape(outputs)[:-1]))
+            return activation(pre_activation)
+
+        layer.call = hooked_call
+        self._installed = True
+
+    def _install_bottleneck(self):
+        # A factorized layer is analysed through its rank-k bottleneck z = x·down:
+        # its output lives in a k-dimensional affine subspace, so the d×d output
+        # covariance would show d−k structural zeros rather than noise.
+        layer, accumulator, recording = self.layer, self.accumulator, self.recording
+
+        def hooked_call(inputs, *args, **kwargs):
+            hidden = layer.bottleneck(inputs)
+            samples = hidden
+            if getattr(layer, "data_format", "channels_last") == "channels_first" and layer_kind(layer) == "conv2d":
+                samples = tf.experimental.numpy.moveaxis(hidden, 1, -1)
+            weights = tf.cast(recording, tf.float64)
+            accumulator.update(samples, tf.broadcast_to(weights, tf.shape(samples)[:-1]))
+            return layer.expand(hidden)
+
+        layer.call = hooked_call
+        self._installed = True
+
+    def remove(self):
+        if self._installed:
+            del self.layer.call
+            self.layer.activation = self._activation
+            self._installed = False
+
+    def statistics(self):
+        n, mean, covariance, nonfinite = self.accumulator.numpy()
+        if nonfinite:
+            raise NonFiniteActivationError(
+                f"layer '{self.path}' produced NaN/Inf activations in {nonfinite} of "
+                f"{n + nonfinite} calibration samples; check the model and the input scaling"
+            )
+        return LayerStatistics(self.path, self.kind, n, mean, covariance)
+
+
+def _output_width(layer):
+    if hasattr(layer, "units"):
+        return int(layer.units)
+    if hasattr(layer, "filters"):
+        return int(layer.filters)
+    raise RMTKDError(f"cannot collect activations of layer '{layer.name}' ({type(layer).__name__})")
+
+
+def candidate_layers(model, layers=None):
+    """`[(path, layer)]` of the factorizable layers of `model`, optionally restricted to `layers` (paths)."""
+    if not is_graph_model(model):
+        from rmtkd_tf.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is a subclassed Keras model; rmtkd-tf supports Sequential and "
+            "Functional models (nested ones too) and keras-hub tasks"
+        )
+    found = [(p, l) for p, l in iter_graph_layers(model) if layer_kind(l) is not None]
+    if layers is not None:
+        wanted = set(layers)
+        unknown = wanted - {p for p, _ in found}
+        if unknown:
+            raise RMTKDError(f"no factorizable layer named {sorted(unknown)} in the model")
+        found = [(p, l) for p, l in found if p in wanted]
+    return found
+
+
+class _HookSet:
+    def __init__(self, model, layers=None, hooks=None):
+        self.model = model
+        self.recording = tf.Variable(True, trainable=False, name="rmtkd_recording")
+        if hooks is None:
+            hooks = [_LayerHook(p, l, self.recording) for p, l in candidate_layers(model, layers)]
+        else:
+            for hook in hooks:
+                hook.recording = self.recording
+        self.hooks = hooks
+
+    def install(self):
+        for hook in self.hooks:
+            hook.install()
+        _reset_compiled_functions(self.model)
+
+    def remove(self):
+        for hook in self.hooks:
+            hook.remove()
+        _reset_compiled_functions(self.model)
+
+    def statistics(self):
+        return {hook.path: hook.statistics() for hook in self.hooks}
+
+
+def _reset_compiled_functions(model):
+    # Keras caches traced train/test/predict functions; force a retrace so the
+    # hooks are (or stop being) part of the graph.
+    for attr in ("train_function", "test_function", "predict_function"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+
+
+class ActivationCollector(keras.callbacks.Callback):
+    """Keras callback that accumulates pre-activation covariances during `fit`, `evaluate` or `predict`.
+
+    Args:
+        layers: paths of the layers to watch (default: every Dense/Conv2D and
+            factorized layer).
+        modes: which phases record: any of `"train"`, `"test"`, `"predict"`.
+            In `fit`, validation batches record only if `"test"` is in modes.
+
+    After the call, `statistics_` maps layer paths to `LayerStatistics`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    >>> collector = ActivationCollector()
+    >>> _ = model.predict(np.ones((5, 4), "float32"), callbacks=[collector], verbose=0)
+    >>> collector.statistics_["d"].n_samples
+    5
+    """
+
+    def __init__(self, layers=None, modes=("train", "test", "predict")):
+        super().__init__()
+        unknown = set(modes) - {"train", "test", "predict"}
+        if unknown:
+            raise ValueError(f"unknown modes {sorted(unknown)}; use 'train', 'test', 'predict'")
+        self.layers = layers
+        self.modes = tuple(modes)
+        self._hooks = None
+        self._in_fit = False
+        self.statistics_ = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self._hooks is None:
+            self._hooks = _HookSet(model, self.layers)
+            self._hooks.install()
+
+    def _set_recording(self, mode):
+        self._hooks.recording.assign(mode in self.modes)
+
+    def _finish(self):
+        try:
+            self.statistics_ = self._hooks.statistics()
+        finally:
+            self._hooks.remove()
+            self._hooks = None
+
+    def on_train_begin(self, logs=None):
+        self._in_fit = True
+        self._set_recording("train")
+
+    def on_train_end(self, logs=None):
+        self._in_fit = False
+        self._finish()
+
+    def on_test_begin(self, logs=None):
+        self._set_recording("test")
+
+    def on_test_end(self, logs=None):
+        if self._in_fit:
+            self._set_recording("train")
+        else:
+            self._finish()
+
+    def on_predict_begin(self, logs=None):
+        self._set_recording("predict")
+
+    def on_predict_end(self, logs=None):
+        self._finish()
+
+
+def _as_dataset(data, batch_size):
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        data = data[0]
+    if isinstance(data, dict):
+        n = len(next(iter(data.values())))
+    else:
+        data = np.asarray(data)
+        n = len(data)
+    if n == 0:
+        raise RMTKDError("calibration data is empty")
+    return tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
+
+
+def _inputs_of(batch):
+    # (x, y) / (x, y, w) tuples from a labelled dataset: keep x.
+    if isinstance(batch, tuple) and len(batch) in (2, 3):
+        return batch[0]
+    return batch
+
+
+@contextlib.contextmanager
+def hooked(model, layers=None, hooks=None):
+    """Context manager installing collection hooks; yields the `_HookSet`."""
+    hook_set = _HookSet(model, layers, hooks)
+    hook_set.install()
+    try:
+        yield hook_set
+    finally:
+        hook_set.remove()
+
+
+def collect_activations(model, data, layers=None, batch_size=64, max_batches=None, hooks=None, progress=None):
+    """Covariance statistics of the pre-activations of `model`'s layers over `data`.
+
+    Args:
+        model: a built Sequential/Functional Keras model.
+        data: NumPy array, dict of arrays, `(x, y)` tuple, or `tf.data.Dataset`
+            of inputs or `(inputs, labels)` batches.
+        layers: paths to restrict collection to (default: all factorizable).
+        batch_size: batch size when `data` is not already a dataset.
+        max_batches: stop after this many batches.
+        progress: optional callable `(batches_done)` for progress display.
+
+    Returns:
+        dict path -> `LayerStatistics`.
+    """
+    dataset = _as_dataset(data, batch_size)
+    with hooked(model, layers, hooks) as hook_set:
+
+        @tf.function(reduce_retracing=True)
+        def step(inputs):
+            model(inputs, training=False)
+
+        batches = 0
+        for batch in dataset:
+            step(_inputs_of(batch))
+            batches += 1
+            if progress is not None:
+                progress(batches)
+            if max_batches is not None and batches >= max_batches:
+                break
+        if batches == 0:
+            raise RMTKDError("calibration data is empty")
+        return hook_set.statistics()

@@ -1,0 +1,139 @@
+"""Model surgery: rebuild a Sequential/Functional model with chosen layers factorized.
+
+`factorize_model(model, factors)` returns a *new* model (the input model and
+its weights are left untouched): every layer listed in `factors` is replaced by
+a `LowRankDense` / `LowRankConv2D` whose weights come from the projection onto
+the given eigenvectors; every other layer is an identical copy with copied
+weights. Nested models, residual connections, BatchNorm and shared layers are
+handled by `keras.models.clone_model(recursive=True)`, which keeps layer names
+(so layer paths stay stable) and clones a shared layer once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from rmtkd_tf.errors import UnsupportedModelError
+from rmtkd_tf.factorization import project_kernel
+from rmtkd_tf.layers import LowRankConv2D, LowRankDense
+from rmtkd_tf.model_walk import is_graph_model, iter_graph_layers, layer_kind
+
+
+@dataclasses.dataclass
+class LayerFactors:
+    """What to put in place of one layer: the leading eigenvectors and the pre-activation mean."""
+
+    basis: np.ndarray  # (d, k) orthonormal columns
+    mean: np.ndarray  # (d,)
+
+    @property
+    def rank(self):
+        return int(self.basis.shape[1])
+
+
+def effective_kernel(layer):
+    """`(kernel, bias)` of a Dense/Conv2D layer as float64 NumPy arrays (bias may be None)."""
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    bias = None if layer.bias is None else keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
+    return kernel, bias
+
+
+def unsupported_reason(layer):
+    """Why `layer` cannot be factorized, or None if it can."""
+    kind = layer_kind(layer)
+    if kind is None:
+        return f"{type(layer).__name__} layers are not factorized"
+    if kind == "conv2d" and getattr(layer, "groups", 1) != 1:
+        return f"grouped convolution (groups={layer.groups}) is not factorized"
+    if getattr(layer, "quantization_mode", None):
+        return f"quantized layer ({layer.quantization_mode}) is not factorized"
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA-enabled layer is not factorized; merge LoRA weights first"
+    return None
+
+
+def _low_rank_replacement(layer, rank):
+    config = layer.get_config()
+    common = dict(
+        rank=rank,
+        activation=config["activation"],
+        use_bias=True,  # the bias carries the mean of the discarded directions
+        name=layer.name,
+        dtype=layer.dtype_policy,
+        trainable=layer.trainable,
+    )
+    if layer_kind(layer) == "dense":
+        return LowRankDense(units=config["units"], **common)
+    return LowRankConv2D(
+        filters=config["filters"],
+        kernel_size=config["kernel_size"],
+        strides=config["strides"],
+        padding=config["padding"],
+        data_format=config["data_format"],
+        dilation_rate=config["dilation_rate"],
+        **common,
+    )
+
+
+def factorize_model(model, factors):
+    """A copy of `model` with the layers in `factors` (path -> `LayerFactors`) factorized.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="d")])
+    >>> student = factorize_model(model, {"d": LayerFactors(np.eye(4)[:, :2], np.zeros(4))})
+    >>> type(student.get_layer("d")).__name__, student.get_layer("d").rank
+    ('LowRankDense', 2)
+    """
+    if not is_graph_model(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is a subclassed Keras model; rmtkd-tf can rebuild Sequential and "
+            "Functional models (nested ones too) and keras-hub tasks"
+        )
+    paths = dict(iter_graph_layers(model))
+    unknown = set(factors) - set(paths)
+    if unknown:
+        raise KeyError(f"no layer at paths {sorted(unknown)}")
+    for path in factors:
+        reason = unsupported_reason(paths[path])
+        if reason:
+            raise UnsupportedModelError(f"layer '{path}': {reason}")
+    replaced = {id(paths[p]): factors[p] for p in factors}
+
+    def clone_layer(layer):
+        if id(layer) in replaced:
+            return _low_rank_replacement(layer, replaced[id(layer)].rank)
+        return layer.__class__.from_config(layer.get_config())
+
+    student = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    student_layers = dict(iter_graph_layers(student))
+    for path, layer in paths.items():
+        new_layer = student_layers[path]
+        if path in factors:
+            _set_factorized_weights(layer, new_layer, factors[path])
+        elif new_layer.weights:
+            new_layer.set_weights(layer.get_weights())
+    return student
+
+
+def _set_factorized_weights(layer, new_layer, layer_factors):
+    if isinstance(layer, (LowRankDense, LowRankConv2D)):
+        # Re-factorize through the bottleneck z (k-dim): z ≈ μ_z + (z − μ_z) V Vᵀ,
+        # so down' = down·V, up' = Vᵀ·up, bias' = μ_z (I − V Vᵀ)·up + bias.
+        down_kernel = keras.ops.convert_to_numpy(layer.down_kernel).astype(np.float64)
+        up_kernel = keras.ops.convert_to_numpy(layer.up_kernel).astype(np.float64).reshape(layer.rank, -1)
+        bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
+        down, up_z, bias_z = project_kernel(down_kernel, None, layer_factors.mean, layer_factors.basis)
+        up, new_bias = up_z @ up_kernel, bias_z @ up_kernel + bias
+    else:
+        kernel, bias = effective_kernel(layer)
+        down, up, new_bias = project_kernel(kernel, bias, layer_factors.mean, layer_factors.basis)
+    up = up.reshape(tuple(new_layer.up_kernel.shape))
+    dtype = new_layer.down_kernel.dtype
+    new_layer.down_kernel.assign(down.astype(dtype))
+    new_layer.up_kernel.assign(up.astype(dtype))
+    new_layer.bias.assign(new_bias.astype(dtype))
