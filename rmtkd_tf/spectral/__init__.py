@@ -1,0 +1,58 @@
+"""Spectral tools of RMT-KD, in pure NumPy/SciPy (no TensorFlow import).
+
+- `marchenko_pastur`: edges, density, CDF and quantile of the MP law.
+- `noise`: `estimate_noise_variance` fits the MP noise level of a spectrum.
+- `rank_rules`: rules that pick how many leading eigenvectors to keep.
+- `plotting`: `plot_spectrum` writes a spectrum-vs-MP PNG (matplotlib is
+  imported only when it is called).
+
+Example:
+>>> import numpy as np
+>>> from rmtkd_tf.spectral import get_rank_rule
+>>> rng = np.random.default_rng(1)
+>>> x = rng.normal(size=(1000, 50))
+>>> x[:, 0] *= 5.0                                # one strong direction
+>>> get_rank_rule("mp").select(np.linalg.eigvalsh(x.T @ x / 1000), 1000)
+1
+"""
+
+from .marchenko_pastur import (
+    marchenko_pastur_cdf,
+    marchenko_pastur_density,
+    marchenko_pastur_edges,
+    marchenko_pastur_quantile,
+)
+from .noise import NoiseFit, estimate_noise_variance, validate_eigenvalues, validate_n_samples
+from .plotting import plot_spectrum
+from .rank_rules import (
+    RANK_RULES,
+    EnergyRule,
+    FixedRankRule,
+    FixedRatioRule,
+    GavishDonohoRule,
+    MarchenkoPasturRule,
+    RankRule,
+    gavish_donoho_omega,
+    get_rank_rule,
+)
+
+__all__ = [
+    "marchenko_pastur_edges",
+    "marchenko_pastur_density",
+    "marchenko_pastur_cdf",
+    "marchenko_pastur_quantile",
+    "NoiseFit",
+    "estimate_noise_variance",
+    "validate_eigenvalues",
+    "validate_n_samples",
+    "RankRule",
+    "MarchenkoPasturRule",
+    "EnergyRule",
+    "GavishDonohoRule",
+    "FixedRankRule",
+    "FixedRatioRule",
+    "RANK_RULES",
+    "gavish_donoho_omega",
+    "get_rank_rule",
+    "plot_spectrum",
+]
