@@ -1,0 +1,202 @@
+"""`rmtkd-tf export`: convert a `.keras` model to a `.tflite` file (builtin ops only) and verify it.
+
+Example:
+
+    rmtkd-tf export student.keras -o student_int8.tflite --precision int8 --data cifar10
+
+With `--data`, calibration samples (int8) come from the training split and verification
+samples from the test split of `rmtkd_tf.data.load_data(SPEC)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+import numpy as np
+
+from rmtkd_tf.export import PRECISIONS, export_tflite
+
+
+def _load_data(spec, *, limit=None, image_size=None, seed=0):
+    # Imported lazily: the data module pulls in readers that `export` without --data never needs.
+    from rmtkd_tf.data import load_data
+
+    return load_data(spec, limit=limit, image_size=image_size, seed=seed)
+
+
+def _load_model(model_path, unsafe):
+    import keras
+
+    import rmtkd_tf  # noqa: F401  (registers the factorized layers for deserialization)
+
+    if not os.path.isfile(model_path):
+        raise click.ClickException(f"no such model file: {model_path}")
+    try:
+        return keras.models.load_model(model_path, safe_mode=not unsafe, compile=False)
+    except Exception as error:  # Keras raises ValueError, OSError, zipfile errors, ...
+        message = _first_line(error)
+        if "safe_mode" in message and not unsafe:
+            raise click.ClickException(
+                f"cannot load {model_path} in safe mode (it contains code, e.g. a Lambda layer); "
+                "pass --unsafe only if you trust the file"
+            ) from error
+        raise click.ClickException(f"cannot load {model_path}: {message}") from error
+
+
+def _first_line(error, limit=300):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = lines[0] if lines else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _image_size(model):
+    """(height, width) of a single image input, so the loader resizes to what the model takes."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) == 1 and len(inputs[0].shape) == 4:
+        height, width = inputs[0].shape[1], inputs[0].shape[2]
+        if height is not None and width is not None:
+            return (int(height), int(width))
+    return None
+
+
+def _n_rows(x):
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    elif isinstance(x, (list, tuple)):
+        x = x[0]
+    return len(x)
+
+
+def _take(x, indices):
+    if isinstance(x, dict):
+        return {key: np.asarray(value)[indices] for key, value in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(value)[indices] for value in x]
+    return np.asarray(x)[indices]
+
+
+def _random_subset(x, y, size, seed):
+    """At most `size` rows drawn without replacement (data folders are often sorted by class)."""
+    n = _n_rows(x)
+    indices = np.sort(np.random.default_rng(seed).permutation(n)[: min(size, n)])
+    return _take(x, indices), (None if y is None else np.asarray(y)[indices])
+
+
+def _format_size(n_bytes):
+    for unit in ("B", "KB", "MB"):
+        if n_bytes < 1024 or unit == "MB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+
+
+@click.command("export")
+@click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
+    help="Destination .tflite file (written atomically).",
+)
+@click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+    help="fp16: float16 weights; int8-dynamic: int8 weights; int8: full integer (needs --data).",
+)
+@click.option(
+    "--data", "data_spec", default=None, metavar="SPEC",
+    help="Data set for rmtkd_tf.data.load_data: train split calibrates int8, test split verifies.",
+)
+@click.option(
+    "--representative-samples", default=200, show_default=True, type=click.IntRange(min=1),
+    help="Calibration samples drawn from the train split (int8 only).",
+)
+@click.option(
+    "--verify-samples", default=1000, show_default=True, type=click.IntRange(min=0),
+    help="Test samples the .tflite is checked on (0: skip verification).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for sampling the data.")
+@click.option(
+    "--report-json", default=None, type=click.Path(dir_okay=False),
+    help="Also write the export report as JSON here.",
+)
+@click.option(
+    "--unsafe", is_flag=True,
+    help="Load the model with safe_mode=False (runs code stored in it, e.g. Lambda layers).",
+)
+def export(
+    model_path, output_path, precision, data_spec, representative_samples, verify_samples,
+    seed, report_json, unsafe,
+):
+    """Convert MODEL.keras to a .tflite that uses TFLite builtin ops only, and verify it."""
+    if not os.path.isfile(model_path):
+        raise click.ClickException(f"no such model file: {model_path}")
+    if os.path.abspath(output_path) == os.path.abspath(model_path) or (
+        os.path.exists(output_path) and os.path.samefile(output_path, model_path)
+    ):
+        raise click.ClickException("the output path is the input model; choose another -o")
+    if precision == "int8" and data_spec is None:
+        raise click.ClickException("--precision int8 needs --data SPEC to calibrate activations")
+    model = _load_model(model_path, unsafe)
+
+    representative, verify_x, verify_y = None, None, None
+    wanted = max(representative_samples if precision == "int8" else 0, verify_samples)
+    if data_spec is not None and wanted > 0:
+        try:
+            splits = _load_data(data_spec, limit=wanted, image_size=_image_size(model), seed=seed)
+        except (OSError, ValueError) as error:  # DataLoadError is a ValueError
+            raise click.ClickException(
+                f"cannot load data {data_spec!r}: {_first_line(error)}"
+            ) from error
+        if getattr(splits, "modality", None) == "text":
+            raise click.ClickException(
+                f"--data {data_spec} holds raw text, but the .tflite takes the model's numeric "
+                "inputs; pass an .npz of tokenized x_train/x_test instead"
+            )
+        if precision == "int8":
+            representative, _ = _random_subset(
+                splits.x_train, None, representative_samples, seed
+            )
+        if verify_samples > 0 and splits.x_test is None:
+            click.echo(f"note: {data_spec} has no test split; skipping verification", err=True)
+        elif verify_samples > 0:
+            verify_x, verify_y = _random_subset(
+                splits.x_test, splits.y_test, verify_samples, seed + 1
+            )
+
+    try:
+        report = export_tflite(
+            model,
+            output_path,
+            precision=precision,
+            representative_data=representative,
+            verify_inputs=verify_x,
+            verify_labels=verify_y,
+            max_representative_samples=representative_samples,
+        )
+    except (ValueError, OSError) as error:  # FlexOpsError and ExportError are ValueErrors too.
+        raise click.ClickException(_first_line(error, limit=1000)) from error
+
+    top_ops = sorted(report.op_histogram.items(), key=lambda item: (-item[1], item[0]))[:6]
+    click.echo(
+        f"wrote {report.path} ({_format_size(report.size_bytes)}, {report.precision}, "
+        f"{report.n_ops} ops: " + ", ".join(f"{name} x{count}" for name, count in top_ops)
+        + f") in {report.wall_time_s:.1f} s"
+    )
+    if report.verification is not None:
+        v = report.verification
+        line = (
+            f"verified on {v['n']} test samples: top-1 agreement {100 * v['top1_agreement']:.1f}%, "
+            f"max |err| {v['max_abs_err']:.2e}, mean |err| {v['mean_abs_err']:.2e}"
+        )
+        if v["keras_accuracy"] is not None:
+            line += (
+                f"; accuracy keras {100 * v['keras_accuracy']:.2f}% / "
+                f"tflite {100 * v['tflite_accuracy']:.2f}%"
+            )
+        click.echo(line)
+    if report_json is not None:
+        with open(report_json, "w") as file:
+            json.dump(report.to_dict(), file, indent=2)
+
+
+# Alias: `cli/main.py` may register either name; both are the same click command.
+export_command = export
