@@ -1,0 +1,229 @@
+"""`rmtkd-tf`: the command-line front end.
+
+Commands: `analyze` (spectra and ranks), `compress` (the RMT-KD loop, then
+TFLite export), `export` (`.keras` → `.tflite`) and `bench` (host, adb, ssh).
+Errors caused by the user's input end with a one-line message and exit code 1
+(click's own usage errors exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+
+DEFAULT_MODEL = "cifar10_cnn.keras"
+DEFAULT_DATA = "cifar10_sample.npz"
+
+
+def _assets_dir():
+    return Path(__file__).resolve().parent.parent / "rmtkd_tf" / "assets"
+
+
+class _Log:
+    """Timestamped progress lines on stderr (stdout stays for tables)."""
+
+    def __init__(self, quiet=False):
+        self.t0 = time.time()
+        self.quiet = quiet
+
+    def __call__(self, message):
+        if not self.quiet:
+            click.echo(f"[{time.time() - self.t0:7.1f}s] {message}", err=True)
+
+
+def _fail(exc):
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rmtkd-tf")
+def cli():
+    """RMT-KD: shrink a trained Keras model with random-matrix theory and self-distillation."""
+
+
+def _resolve_inputs(model_path, data_spec):
+    if model_path is None:
+        model_path = _assets_dir() / DEFAULT_MODEL
+        if data_spec is None:
+            data_spec = str(_assets_dir() / DEFAULT_DATA)
+    if data_spec is None:
+        raise click.UsageError("--data is required when a model is given")
+    return Path(model_path), data_spec
+
+
+def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log):
+    from rmtkd_tf.errors import RMTKDError
+    from rmtkd_tf.pipeline import load_task
+
+    try:
+        return load_task(
+            model_path,
+            data_spec,
+            unsafe=unsafe,
+            limit=limit,
+            seed=seed,
+            calibration_fraction=calibration_fraction,
+            validation_fraction=validation_fraction,
+            log=log,
+        )
+    except (RMTKDError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+_common = [
+    click.option("--data", "data_spec", help="Data: .npz, CIFAR python folder, image folder, TSV/CSV (file or folder), tfds:NAME."),
+    click.option("--unsafe", is_flag=True, help="Allow Lambda layers (arbitrary code) when loading the model."),
+    click.option("--limit", type=int, default=None, help="Use at most this many samples per split."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--calibration-fraction", type=float, default=0.1, show_default=True, help="Of the training split."),
+    click.option("--validation-fraction", type=float, default=0.1, show_default=True, help="Of the training split."),
+    click.option("--rank-rule", type=click.Choice(["mp", "energy", "gavish-donoho", "fixed-rank", "fixed-ratio"]), default="mp", show_default=True),
+    click.option("--tau", type=float, default=0.5, show_default=True, help="Quantile initialising the MP noise fit."),
+    click.option("--energy", "energy_fraction", type=float, default=0.95, show_default=True, help="For --rank-rule energy."),
+    click.option("--rank", "fixed_rank", type=int, default=None, help="For --rank-rule fixed-rank."),
+    click.option("--ratio", "fixed_ratio", type=float, default=None, help="For --rank-rule fixed-ratio."),
+    click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), required=True, help="Output folder."),
+    click.option("-q", "--quiet", is_flag=True),
+]
+
+
+def common_options(func):
+    for option in reversed(_common):
+        func = option(func)
+    return func
+
+
+def _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio):
+    if rank_rule == "mp":
+        return {"tau": tau}
+    if rank_rule == "energy":
+        return {"fraction": energy_fraction}
+    if rank_rule == "fixed-rank":
+        if fixed_rank is None:
+            raise click.UsageError("--rank-rule fixed-rank needs --rank K")
+        return {"rank": fixed_rank}
+    if rank_rule == "fixed-ratio":
+        if fixed_ratio is None:
+            raise click.UsageError("--rank-rule fixed-ratio needs --ratio R")
+        return {"ratio": fixed_ratio}
+    return {}
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True), required=False)
+@common_options
+@click.option("--no-plots", is_flag=True, help="Skip the per-layer PNGs.")
+def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
+            energy_fraction, fixed_rank, fixed_ratio, output_dir, quiet, no_plots):
+    """Per-layer activation spectra, fitted MP noise and chosen ranks (JSON + PNGs)."""
+    from rmtkd_tf.pipeline import analyze_model
+
+    log = _Log(quiet)
+    model_path, data_spec = _resolve_inputs(model, data_spec)
+    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log)
+    try:
+        result = analyze_model(
+            task, rank_rule, _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
+            Path(output_dir), plots=not no_plots, log=log,
+        )
+    except ValueError as exc:
+        _fail(exc)
+    click.echo(result["table"])
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True), required=False)
+@common_options
+@click.option("--target-params", type=float, default=None, help="Stop once params <= this fraction of the original (e.g. 0.2).")
+@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Max validation accuracy drop (points); worse steps roll back.")
+@click.option("--min-rank-ratio", type=float, default=0.02, show_default=True, help="Never reduce a layer below this k/d.")
+@click.option("--order", type=click.Choice(["shallow-to-deep", "all-at-once"]), default="shallow-to-deep", show_default=True)
+@click.option("--layers", default=None, help="Comma-separated layer paths to consider (default: all Dense/Conv2D).")
+@click.option("--epochs-per-step", type=int, default=1, show_default=True, help="Self-distillation epochs after each reduction (0: surgery only).")
+@click.option("--final-epochs", type=int, default=0, show_default=True, help="Distillation epochs from the original teacher at the end.")
+@click.option("--max-steps", type=int, default=50, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--alpha", type=float, default=0.7, show_default=True, help="Weight of the hard-label CE in the distillation loss.")
+@click.option("--temperature", type=float, default=4.0, show_default=True)
+@click.option("--calibration-samples", type=int, default=2048, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
+@click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
+def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
+             energy_fraction, fixed_rank, fixed_ratio, output_dir, quiet, target_params, max_drop, min_rank_ratio,
+             order, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
+             calibration_samples, resume, do_export, precision):
+    """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
+
+    Without MODEL, runs the embedded default: a small CIFAR-10 CNN and a sample of real CIFAR-10 images
+    packaged with rmtkd-tf.
+    """
+    from rmtkd_tf.compress import CompressionConfig
+    from rmtkd_tf.errors import RMTKDError
+    from rmtkd_tf.pipeline import compress_task
+
+    log = _Log(quiet)
+    model_path, data_spec = _resolve_inputs(model, data_spec)
+    output_dir = Path(output_dir)
+    if output_dir.resolve() == model_path.resolve().parent and (output_dir / "student.keras").resolve() == model_path.resolve():
+        raise click.UsageError("the output would overwrite the input model; choose another --output")
+    try:
+        config = CompressionConfig(
+            rank_rule=rank_rule,
+            rule_params=_rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
+            target_params=target_params,
+            min_rank_ratio=min_rank_ratio,
+            max_drop=max_drop,
+            order=order,
+            layers=layers.split(",") if layers else None,
+            max_steps=max_steps,
+            epochs_per_step=epochs_per_step,
+            final_epochs=final_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            alpha=alpha,
+            temperature=temperature,
+            calibration_samples=calibration_samples,
+            seed=seed,
+        )
+    except RMTKDError as exc:
+        _fail(exc)
+    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log)
+    try:
+        report = compress_task(task, config, output_dir, resume=resume, export_precision=precision if do_export else None, log=log)
+    except (RMTKDError, ValueError) as exc:
+        _fail(exc)
+    from rmtkd_tf.report import format_summary
+
+    click.echo(format_summary(report))
+
+
+def _register_optional_commands():
+    from cli.bench_cmd import bench
+    from cli.export_cmd import export
+
+    cli.add_command(export)
+    cli.add_command(bench)
+
+
+_register_optional_commands()
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="rmtkd-tf", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun with --resume to continue", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Parameter and FLOP counts of the layers RMT-KD touches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rmtkd_tf.model_walk import iter_graph_layers, layer_kind
+
+
+def _output_positions(layer):
+    """Spatial positions per sample summed over every call of `layer` (1 for a Dense on vectors)."""
+    positions = 0
+    nodes = getattr(layer, "_inbound_nodes", [])
+    for node in nodes:
+        for tensor in node.output_tensors:
+            shape = tuple(tensor.shape)
+            positions += int(np.prod([s for s in shape[1:-1] if s is not None])) if len(shape) > 2 else 1
+    return max(positions, 1)
+
+
+def layer_flops(layer):
+    """Multiply-add FLOPs (2 per MAC) of one Dense/Conv2D/factorized layer for one input sample."""
+    kind = layer_kind(layer)
+    if kind is None:
+        return 0
+    positions = _output_positions(layer)
+    if hasattr(layer, "bottleneck"):
+        fan_in = int(np.prod(tuple(layer.down_kernel.shape)[:-1]))
+        units = int(getattr(layer, "units", None) or layer.filters)
+        macs = fan_in * layer.rank + layer.rank * units
+    else:
+        kernel_shape = tuple(layer.kernel.shape)
+        macs = int(np.prod(kernel_shape))
+        if kind == "conv2d":
+            macs //= max(getattr(layer, "groups", 1), 1)
+    return 2 * macs * positions
+
+
+def model_flops(model):
+    """FLOPs per sample of the model's Dense and Conv2D layers (the rest is not counted)."""
+    return int(sum(layer_flops(layer) for _, layer in iter_graph_layers(model)))

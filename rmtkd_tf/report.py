@@ -1,0 +1,74 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+
+def _fmt_int(n):
+    return f"{n:,}" if n is not None else "-"
+
+
+def _fmt_acc(a):
+    return f"{a:.2f}" if a is not None else "-"
+
+
+def format_layer_table(decisions):
+    """One row per layer: width, samples, rule rank, applied rank, params before/after or why skipped."""
+    rows = [("layer", "type", "d", "n", "rule k", "k", "params", "after", "note")]
+    for d in decisions:
+        rows.append(
+            (
+                d.path,
+                d.layer_type,
+                str(d.dim),
+                _fmt_int(d.n_samples),
+                "-" if d.rule_rank is None else str(d.rule_rank),
+                "-" if d.rank is None else str(d.rank),
+                _fmt_int(d.params_before),
+                _fmt_int(d.params_after),
+                d.skipped or "",
+            )
+        )
+    return _tabulate(rows)
+
+
+def format_summary(report):
+    """Teacher vs student: params, FLOPs, accuracies, and the per-layer ranks."""
+    t, s = report["teacher"], report["student"]
+    rows = [
+        ("", "teacher", "student", "change"),
+        ("params", _fmt_int(t["params"]), _fmt_int(s["params"]), f"-{100 * report['param_reduction']:.1f}%"),
+        (
+            "FLOPs/sample",
+            _fmt_int(t["flops"]),
+            _fmt_int(s["flops"]),
+            "-" if report.get("flop_reduction") is None else f"-{100 * report['flop_reduction']:.1f}%",
+        ),
+        ("val acc %", _fmt_acc(t["val_accuracy"]), _fmt_acc(s["val_accuracy"]), _delta(t["val_accuracy"], s["val_accuracy"])),
+        ("test acc %", _fmt_acc(t["test_accuracy"]), _fmt_acc(s["test_accuracy"]), _delta(t["test_accuracy"], s["test_accuracy"])),
+    ]
+    for name in ("teacher", "student"):
+        export = report.get("export", {}).get(name)
+        if export:
+            verification = export.get("verification") or {}
+            rows.append((f"{name}.tflite", f"{export['size_bytes'] / 1024:.0f} KiB", f"acc {_fmt_acc(verification.get('tflite_accuracy'))}", f"top1 agree {verification.get('top1_agreement', 0):.3f}"))
+    text = _tabulate(rows)
+    layer_rows = [("layer", "type", "units", "rank", "params", "after")]
+    for path, entry in report.get("layers", {}).items():
+        layer_rows.append((path, entry["type"], str(entry["units"]), str(entry["rank"]), _fmt_int(entry["params_before"]), _fmt_int(entry["params_after"])))
+    if len(layer_rows) > 1:
+        text += "\n\n" + _tabulate(layer_rows)
+    text += f"\n\nstopped: {report.get('stopped')}"
+    return text
+
+
+def _delta(a, b):
+    if a is None or b is None:
+        return "-"
+    return f"{b - a:+.2f}"
+
+
+def _tabulate(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

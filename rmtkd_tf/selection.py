@@ -1,0 +1,121 @@
+"""From collected statistics to per-layer rank decisions.
+
+For every collected layer: eigen-decompose its covariance, let a rank rule
+(`rmtkd_tf.spectral`) pick `k`, clamp it to the user's minimum `k/d`, and keep
+the factorization only if it saves parameters. Every layer gets a
+`LayerDecision`, skipped ones with the reason, so reports explain everything.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import numpy as np
+
+from rmtkd_tf.factorization import leading_eigenvectors, low_rank_parameter_count
+from rmtkd_tf.surgery import LayerFactors, unsupported_reason
+
+
+@dataclasses.dataclass
+class LayerDecision:
+    """The rank chosen for one layer and what it does to the parameter count."""
+
+    path: str
+    layer_type: str
+    dim: int  # width of the analysed representation (d, or k of a factorized layer)
+    units: int  # output width of the layer
+    fan_in: int
+    n_samples: int
+    rule_rank: int | None  # what the rank rule said
+    rank: int | None  # the rank applied (None: layer left as it is)
+    params_before: int
+    params_after: int
+    skipped: str | None = None
+    rule: dict | None = None
+    eigenvalues: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+    def to_dict(self, with_eigenvalues=False):
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "eigenvalues"}
+        if with_eigenvalues and self.eigenvalues is not None:
+            out["eigenvalues"] = [float(v) for v in self.eigenvalues]
+        return out
+
+
+def layer_geometry(layer):
+    """`(fan_in, units, params)` of a Dense/Conv2D/factorized layer."""
+    if hasattr(layer, "bottleneck"):
+        down_shape = tuple(layer.down_kernel.shape)
+        fan_in = int(np.prod(down_shape[:-1]))
+        units = int(getattr(layer, "units", None) or layer.filters)
+    else:
+        kernel_shape = tuple(layer.kernel.shape)
+        fan_in = int(np.prod(kernel_shape[:-1]))
+        units = int(kernel_shape[-1])
+    return fan_in, units, int(layer.count_params())
+
+
+def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
+    """Rank decisions and factors for the layers with statistics.
+
+    Args:
+        layers: dict path -> Keras layer (of the model the statistics came from).
+        statistics: dict path -> `LayerStatistics`.
+        rule: a rank rule from `rmtkd_tf.spectral` (copied per layer so its
+            fitted state can be reported).
+        min_rank_ratio: never go below `ceil(min_rank_ratio * d)` with d the
+            layer's output width.
+        min_rank: never go below this rank.
+
+    Returns:
+        `(decisions, factors)`: a list of `LayerDecision` and a dict
+        path -> `LayerFactors` for the layers worth factorizing.
+    """
+    decisions, factors = [], {}
+    for path, stats in statistics.items():
+        layer = layers[path]
+        fan_in, units, params = layer_geometry(layer)
+        decision = LayerDecision(
+            path=path,
+            layer_type=type(layer).__name__,
+            dim=stats.dim,
+            units=units,
+            fan_in=fan_in,
+            n_samples=stats.n_samples,
+            rule_rank=None,
+            rank=None,
+            params_before=params,
+            params_after=params,
+        )
+        decisions.append(decision)
+        reason = unsupported_reason(layer)
+        if reason:
+            decision.skipped = reason
+            continue
+        eigenvalues, _ = leading_eigenvectors(stats.covariance, 0)
+        decision.eigenvalues = eigenvalues
+        layer_rule = copy.deepcopy(rule)
+        try:
+            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_samples, 1)))
+        except ValueError as exc:  # degenerate spectrum (all zeros, too few samples)
+            decision.skipped = f"rank rule failed: {exc}"
+            continue
+        decision.rule_rank = rule_rank
+        decision.rule = layer_rule.to_dict()
+        floor = max(int(min_rank), math.ceil(min_rank_ratio * units))
+        rank = min(max(rule_rank, floor), stats.dim)
+        after = low_rank_parameter_count(fan_in, units, rank)
+        if rank >= stats.dim and hasattr(layer, "bottleneck"):
+            decision.skipped = f"rank {rank} keeps the whole bottleneck (k={stats.dim})"
+            continue
+        if after >= params:
+            decision.skipped = (
+                f"rank {rank} of {units} would not save parameters ({after} >= {params})"
+            )
+            continue
+        _, basis = leading_eigenvectors(stats.covariance, rank)
+        decision.rank = rank
+        decision.params_after = after
+        factors[path] = LayerFactors(basis=basis, mean=stats.mean)
+    return decisions, factors
