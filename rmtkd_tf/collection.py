@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from rmtkd_tf.errors import NonFiniteActivationError, RMTKDError
-from rmtkd_tf.model_walk import is_graph_model, iter_graph_layers, layer_kind
+from rmtkd_tf.model_walk import is_graph_model, iter_graph_layers, layer_kind, output_layers
 
 
 @dataclasses.dataclass
@@ -194,8 +194,14 @@ def _output_width(layer):
     raise RMTKDError(f"cannot collect activations of layer '{layer.name}' ({type(layer).__name__})")
 
 
-def candidate_layers(model, layers=None):
-    """`[(path, layer)]` of the factorizable layers of `model`, optionally restricted to `layers` (paths)."""
+def candidate_layers(model, layers=None, include_outputs=True):
+    """`[(path, layer)]` of the factorizable layers of `model`, optionally restricted to `layers` (paths).
+
+    With `include_outputs=False` the layers producing the model outputs (the
+    classifier head) are left out unless named in `layers`: squeezing the
+    logits through a bottleneck narrower than the class count saves little
+    and costs accuracy.
+    """
     if not is_graph_model(model):
         from rmtkd_tf.errors import UnsupportedModelError
 
@@ -204,6 +210,9 @@ def candidate_layers(model, layers=None):
             "Functional models (nested ones too) and keras-hub tasks"
         )
     found = [(p, l) for p, l in iter_graph_layers(model) if layer_kind(l) is not None]
+    if not include_outputs and layers is None:
+        heads = {id(l) for l in output_layers(model)}
+        found = [(p, l) for p, l in found if id(l) not in heads]
     if layers is not None:
         wanted = set(layers)
         unknown = wanted - {p for p, _ in found}

@@ -53,6 +53,7 @@ class CompressionConfig:
     max_drop: float = 1.0  # accuracy points (validation) allowed below the original
     order: str = "shallow-to-deep"  # or "all-at-once"
     layers: list | None = None  # restrict to these layer paths
+    include_output_layers: bool = False  # factorize the classifier head too
     max_steps: int = 50
     epochs_per_step: int = 1
     final_epochs: int = 0  # distillation from the original teacher after the loop
@@ -124,7 +125,7 @@ def distil(student, teacher, data, config, epochs, seed):
         .shuffle(min(_length(data.x_train), 20000), seed=seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
     )
-    history = distiller.fit(dataset, epochs=epochs, verbose=0)
+    history = distiller.fit(dataset, epochs=epochs, verbose=0, shuffle=False)  # the dataset shuffles
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
@@ -157,7 +158,7 @@ def compress(model, data, config, output_dir, resume=False, log=print):
     run = _Run(output_dir)
     rule = get_rank_rule(config.rank_rule, **(config.rule_params or {}))
     original_params = int(model.count_params())
-    eligible = [p for p, _ in candidate_layers(model, config.layers)]
+    eligible = [p for p, _ in candidate_layers(model, config.layers, include_outputs=config.include_output_layers)]
     if not eligible:
         raise RMTKDError("the model has no Dense or Conv2D layer to factorize")
 

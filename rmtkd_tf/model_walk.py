@@ -37,6 +37,16 @@ def iter_graph_layers(model, prefix=""):
             yield path, layer
 
 
+def output_layers(model):
+    """The layers that produce the model's outputs (the classifier head, usually)."""
+    layers = []
+    for tensor in model.outputs:
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None:
+            layers.append(history[0])
+    return layers
+
+
 def layer_kind(layer):
     """`"dense"`, `"conv2d"` or None for layers RMT-KD does not factorize."""
     from rmtkd_tf.layers import LowRankConv2D, LowRankDense

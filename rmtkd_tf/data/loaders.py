@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from rmtkd_tf.errors import RMTKDError
+
 MODALITIES = ("image", "text", "tabular")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what tf.io.decode_image reads
 TEXT_EXTENSIONS = (".tsv", ".csv")
@@ -43,7 +45,7 @@ TFDS_LABEL_KEYS = ("label", "labels")
 TFDS_DEFAULT_SPLITS = {"glue/sst2": ("train", "validation")}
 
 
-class DataLoadError(ValueError):
+class DataLoadError(RMTKDError):
     """The data set named by a spec cannot be read; the message is one line meant for users."""
 
 

@@ -1,0 +1,127 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import keras
+
+from cli.main import cli
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small trained image classifier and an .npz data set in the keras.datasets layout."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 3, n)
+    x = rng.integers(0, 60, size=(n, 8, 8, 3)).astype("uint8")
+    x[np.arange(n), :, :, y] += 150  # the class is the bright channel: learnable
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Rescaling(1 / 255.0)(inputs)
+    h = keras.layers.Conv2D(16, 3, activation="relu", name="conv")(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(32, activation="relu", name="fc")(h)
+    outputs = keras.layers.Dense(3, name="logits")(h)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:250], y[:250], epochs=5, verbose=0)
+    model_path = root / "model.keras"
+    model.save(model_path)
+    data_path = root / "data.npz"
+    np.savez(data_path, x_train=x[:250], y_train=y[:250], x_test=x[250:], y_test=y[250:])
+    return model_path, data_path
+
+
+def _run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def test_compress_writes_student_tflite_and_report(tiny, tmp_path):
+    model_path, data_path = tiny
+    before = model_path.read_bytes()
+    out = tmp_path / "out"
+    result = _run(["compress", str(model_path), "--data", str(data_path), "-o", str(out), "--epochs-per-step", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "params" in result.output and "test acc %" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["student"]["params"] < report["teacher"]["params"]
+    assert set(report["layers"]) <= {"conv", "fc"}
+    for name in ("student.keras", "student.tflite", "teacher.tflite", "history.json"):
+        assert (out / name).exists(), name
+    assert report["export"]["student"]["flex_ops"] == []
+    assert model_path.read_bytes() == before  # the input model is never modified
+    reloaded = keras.models.load_model(out / "student.keras")
+    assert reloaded.count_params() == report["student"]["params"]
+
+
+def test_analyze_writes_spectra_and_plots(tiny, tmp_path):
+    model_path, data_path = tiny
+    out = tmp_path / "analysis"
+    result = _run(["analyze", str(model_path), "--data", str(data_path), "-o", str(out), "--rank-rule", "gavish-donoho", "-q"])
+    assert result.exit_code == 0, result.output
+    spectra = json.loads((out / "spectra.json").read_text())
+    by_path = {layer["path"]: layer for layer in spectra["layers"]}
+    assert by_path["conv"]["n_samples"] == 25 * 36  # 10% calibration of 250, 6x6 positions each
+    assert len(by_path["fc"]["eigenvalues"]) == 32 and "lambda_plus" in by_path["fc"]["noise"]
+    assert (out / by_path["fc"]["plot"]).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "args_fn,message",
+    [
+        (lambda m, d, t: ["compress", str(t / "missing.keras"), "--data", str(d)], "model file not found"),
+        (lambda m, d, t: ["compress", str(_corrupt(t)), "--data", str(d)], "not a valid .keras"),
+        (lambda m, d, t: ["compress", str(m), "--data", str(_wrong_shape(t))], "expects"),
+        (lambda m, d, t: ["compress", str(m), "--data", str(_empty(t))], "empty"),
+        (lambda m, d, t: ["compress", str(m), "--data", str(t / "nope.npz")], "not"),
+        (lambda m, d, t: ["compress", str(_lambda_model(t)), "--data", str(d)], "Lambda"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tiny, tmp_path, args_fn, message):
+    model_path, data_path = tiny
+    result = _run(args_fn(model_path, data_path, tmp_path) + ["-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def _corrupt(tmp):
+    path = tmp / "corrupt.keras"
+    path.write_bytes(b"this is not a zip archive")
+    return path
+
+
+def _wrong_shape(tmp):
+    path = tmp / "wrong.npz"
+    np.savez(path, x=np.zeros((20, 192), "float32"), y=np.zeros(20, "int64"))
+    return path
+
+
+def _empty(tmp):
+    path = tmp / "empty.npz"
+    np.savez(path, x=np.zeros((0, 8, 8, 3), "uint8"), y=np.zeros(0, "int64"))
+    return path
+
+
+def _lambda_model(tmp):
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(outputs))
+    path = tmp / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "compress", str(tmp_path / "nope.keras"), "--data", "x.npz", "-o", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"Error: model file not found: {tmp_path / 'nope.keras'}"
