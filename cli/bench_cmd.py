@@ -1,0 +1,160 @@
+"""`rmtkd-tf bench`: latency / size / CPU / energy of a `.tflite` model on the host, a phone or a board.
+
+Examples:
+
+    rmtkd-tf bench student.tflite --threads 4 -o bench.json
+    rmtkd-tf bench student.tflite --vs teacher.tflite --runs 200 -o compare.json
+    rmtkd-tf bench student.tflite --device adb --binary android_aarch64_benchmark_model --cpu-mask f0
+    rmtkd-tf bench student.tflite --device ssh --ssh-host pi@raspberrypi.local --threads 4
+
+With `--vs` on the host both models run alternately in one process (ABBA
+blocks), so the printed a/b ratios are robust to frequency/thermal drift.
+On adb/ssh the two models run one after the other.
+The JSON report is written atomically (temp file in the same directory,
+then rename), so a crash never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import click
+
+
+def write_json_atomic(path: str, data) -> None:
+    """Write JSON to `path` via a temp file in the same directory + os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise click.ClickException(f"output directory does not exist: {directory}")
+    handle = tempfile.NamedTemporaryFile("w", dir=directory, prefix=".bench_", suffix=".json.tmp", delete=False)
+    try:
+        with handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+        raise
+
+
+def _fmt(value, scale=1.0) -> str:
+    return "-" if value is None else f"{value * scale:.4g}"
+
+
+def format_table(results) -> str:
+    """A short fixed-width table of BenchmarkResults (one row each)."""
+    header = ("model", "size KB", "median ms", "mean ms", "p90 ms", "per s", "cpu ms/inf", "mJ/inf")
+    rows = [header]
+    for r in results:
+        energy = r.energy.joules_per_inference if r.energy.available else None
+        rows.append((
+            os.path.basename(r.model_path),
+            f"{r.model_size_bytes / 1024:.1f}",
+            _fmt(r.latency_ms.median),
+            _fmt(r.latency_ms.mean),
+            _fmt(r.latency_ms.p90),
+            _fmt(r.throughput_per_s),
+            _fmt(r.cpu_seconds_per_inference, 1e3),
+            _fmt(energy, 1e3),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                     for row in rows)
+
+
+def _fail(error: BaseException) -> click.ClickException:
+    text = str(error).strip()
+    return click.ClickException(text.splitlines()[0] if text else type(error).__name__)
+
+
+@click.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--vs", "other", type=click.Path(dir_okay=False), default=None, help="A second .tflite to compare against (ratios are MODEL/OTHER).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed warm-up runs.")
+@click.option("--device", type=click.Choice(["host", "adb", "ssh"]), default="host", show_default=True, help="Where to run.")
+@click.option("--serial", default=None, help="adb serial (when several devices are attached).")
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help="Local benchmark_model binary to push (adb).")
+@click.option("--binary-on-device", default=None, help="benchmark_model already on the device (adb).")
+@click.option("--ssh-host", default=None, help="ssh destination, e.g. pi@raspberrypi.local (ssh).")
+@click.option("--ssh-port", type=int, default=None, help="ssh port (ssh).")
+@click.option("--use-xnnpack/--no-xnnpack", default=True, show_default=True, help="Use the XNNPACK CPU delegate.")
+@click.option("--use-gpu", is_flag=True, default=False, help="Use the GPU delegate (adb only).")
+@click.option("--cpu-mask", default=None, help="Hex CPU affinity mask, e.g. f0 for the big cores.")
+@click.option("--block-runs", type=click.IntRange(min=1), default=10, show_default=True, help="Runs per interleaved block with --vs on the host.")
+@click.option("--energy/--no-energy", default=True, show_default=True, help="Sample the battery during adb runs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
+def bench(model, other, threads, runs, warmup, device, serial, binary, binary_on_device, ssh_host, ssh_port,
+          use_xnnpack, use_gpu, cpu_mask, block_runs, energy, output):
+    """Benchmark MODEL.tflite (latency, size, CPU time, memory, energy where measurable)."""
+    for path in (model, other):
+        if path is not None and not os.path.isfile(path):
+            raise click.ClickException(f"no such model file: {path}")
+    if use_gpu and device != "adb":
+        raise click.ClickException("--use-gpu needs --device adb (the host and ssh runners are CPU-only)")
+    if device != "adb" and (serial or binary or binary_on_device):
+        raise click.ClickException("--serial/--binary/--binary-on-device only apply to --device adb")
+    if device == "ssh" and not ssh_host:
+        raise click.ClickException("--device ssh needs --ssh-host HOST")
+    if device != "ssh" and (ssh_host or ssh_port):
+        raise click.ClickException("--ssh-host/--ssh-port only apply to --device ssh")
+
+    from android_bench.errors import DeviceBenchError
+    from rmtkd_tf.bench.schema import ComparisonResult
+
+    try:
+        if device == "host":
+            from rmtkd_tf.bench.host import benchmark_tflite, compare_tflite
+
+            if other is None:
+                report = benchmark_tflite(model, threads=threads, warmup=warmup, runs=runs,
+                                          use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
+            else:
+                report = compare_tflite(model, other, threads=threads, warmup=warmup, runs=runs,
+                                        block_runs=block_runs, use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
+        else:
+            if device == "adb":
+                from android_bench.adb import AdbDevice
+
+                target = AdbDevice(serial=serial)
+
+                def run_one(path):
+                    return target.benchmark(path, binary=binary, binary_on_device=binary_on_device,
+                                            threads=threads, warmup=warmup, runs=runs, use_xnnpack=use_xnnpack,
+                                            use_gpu=use_gpu, cpu_mask=cpu_mask, measure_energy=energy)
+            else:
+                from android_bench.ssh import SshBoard
+
+                target = SshBoard(ssh_host, port=ssh_port)
+
+                def run_one(path):
+                    return target.benchmark(path, threads=threads, warmup=warmup, runs=runs,
+                                            use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
+
+            first = run_one(model)
+            report = first if other is None else ComparisonResult.from_pair(
+                first, run_one(other), {"schedule": f"sequential {device} runs: MODEL then OTHER"})
+    except (DeviceBenchError, ValueError, OSError, RuntimeError) as error:
+        raise _fail(error) from None
+
+    results = [report.a, report.b] if isinstance(report, ComparisonResult) else [report]
+    click.echo(format_table(results))
+    if isinstance(report, ComparisonResult):
+        ratios = report.ratios
+        click.echo(
+            "a/b: median latency {} x, size {} x, cpu {} x, energy {} x".format(
+                *(_fmt(ratios[k]) for k in ("median_latency_a_over_b", "size_a_over_b",
+                                            "cpu_seconds_a_over_b", "energy_a_over_b"))
+            )
+        )
+    if not results[0].energy.available:
+        click.echo(f"energy: unavailable ({results[0].energy.note})")
+    if output:
+        write_json_atomic(output, report.to_dict())
+        click.echo(f"wrote {output}")
