@@ -1,0 +1,102 @@
+"""One compression benchmark: RMT-KD on a teacher, then TFLite exports, accuracy and host latency.
+
+    python benchmarks/run_compression.py --name cifar10_cnn --model benchmarks/models/cifar10_cnn.keras \
+        --data ../shared/data/cifar10 --limit 10000 --epochs-per-step 1 --final-epochs 2
+
+Writes `benchmarks/results/<name>.json` (everything measured, with the exact command) and the run folder
+`benchmarks/runs/<name>/` (checkpoints, history, .tflite files; not committed). Latencies are measured
+with the LiteRT interpreter, teacher and student alternately in one process (ratios, not absolute claims),
+batch 1, one thread. Energy is reported only where a real counter exists; otherwise CPU-seconds per
+inference stand in as a proxy and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = Path(__file__).resolve().parent
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--rank-rule", default="mp")
+    parser.add_argument("--tau", type=float, default=0.5)
+    parser.add_argument("--target-params", type=float, default=None)
+    parser.add_argument("--max-drop", type=float, default=1.0)
+    parser.add_argument("--epochs-per-step", type=int, default=1)
+    parser.add_argument("--final-epochs", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+
+    from rmtkd_tf.bench.host import compare_tflite
+    from rmtkd_tf.compress import CompressionConfig
+    from rmtkd_tf.export import export_tflite
+    from rmtkd_tf.io import write_json
+    from rmtkd_tf.pipeline import compress_task, load_task
+
+    run_dir = HERE / "runs" / args.name
+    if run_dir.exists() and not args.resume:
+        shutil.rmtree(run_dir)
+    task = load_task(args.model, args.data, limit=args.limit, seed=args.seed)
+    config = CompressionConfig(
+        rank_rule=args.rank_rule,
+        rule_params={"tau": args.tau} if args.rank_rule == "mp" else {},
+        target_params=args.target_params,
+        max_drop=args.max_drop,
+        epochs_per_step=args.epochs_per_step,
+        final_epochs=args.final_epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    report = compress_task(task, config, run_dir, resume=args.resume, export_precision=None)
+    import keras
+
+    student = keras.models.load_model(run_dir / "student.keras")
+    x_test, y_test = task.data.x_test, task.data.y_test
+    exports = {}
+    for who, model in (("teacher", task.model), ("student", student)):
+        for precision in ("fp32", "fp16", "int8"):
+            path = run_dir / f"{who}_{precision}.tflite"
+            print(f"export {path.name}", flush=True)
+            exports[f"{who}_{precision}"] = export_tflite(
+                model, path, precision=precision, representative_data=task.data.x_calibration,
+                verify_inputs=x_test, verify_labels=y_test,
+            ).to_dict()
+    latency = {}
+    for precision in ("fp32", "int8"):
+        print(f"latency {precision}", flush=True)
+        cmp = compare_tflite(run_dir / f"teacher_{precision}.tflite", run_dir / f"student_{precision}.tflite", threads=1, warmup=20, runs=args.runs)
+        latency[precision] = cmp.to_dict()
+    result = {
+        "name": args.name,
+        "command": "python benchmarks/run_compression.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "compression": report,
+        "exports": exports,
+        "host_latency": latency,
+    }
+    write_json(HERE / "results" / f"{args.name}.json", result)
+    print(json.dumps({k: result["compression"][k] for k in ("param_reduction", "flop_reduction", "stopped")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
