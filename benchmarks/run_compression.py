@@ -39,7 +39,7 @@ def main():
     parser.add_argument("--final-epochs", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")

@@ -150,7 +150,7 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--final-epochs", type=int, default=0, show_default=True, help="Distillation epochs from the original teacher at the end.")
 @click.option("--max-steps", type=int, default=50, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-4, show_default=True)
 @click.option("--alpha", type=float, default=0.7, show_default=True, help="Weight of the hard-label CE in the distillation loss.")
 @click.option("--temperature", type=float, default=4.0, show_default=True)
 @click.option("--calibration-samples", type=int, default=2048, show_default=True)

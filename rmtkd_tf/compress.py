@@ -58,7 +58,7 @@ class CompressionConfig:
     epochs_per_step: int = 1
     final_epochs: int = 0  # distillation from the original teacher after the loop
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4  # fine-tuning a converged teacher: small steps
     alpha: float = 0.7
     temperature: float = 4.0
     calibration_samples: int = 2048
@@ -118,6 +118,20 @@ def distil(student, teacher, data, config, epochs, seed):
 
     if epochs <= 0:
         return {}
+    # SelfDistiller freezes the teacher (trainable=False on every sublayer). The teacher is the model
+    # before the step, which the next surgery clones (flags included) and which may be the caller's own
+    # model: restore every layer's flag afterwards so neither comes back frozen.
+    trainable_flags = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
+    try:
+        return _distil(student, teacher, data, config, epochs, seed)
+    finally:
+        for layer, flag in trainable_flags:
+            layer.trainable = flag
+
+
+def _distil(student, teacher, data, config, epochs, seed):
+    from rmtkd_tf.distill import SelfDistiller
+
     distiller = SelfDistiller(student, teacher, alpha=config.alpha, temperature=config.temperature)
     distiller.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     dataset = (
@@ -241,14 +255,22 @@ def compress(model, data, config, output_dir, resume=False, log=print):
 
         student = factorize_model(current, factors)
         acc_before_tuning = accuracy(student, data.x_validation, data.y_validation)
+        surgery_weights = student.get_weights()
         logs = distil(student, current, data, config, config.epochs_per_step, seed=config.seed * 1000 + step)
         val_acc = accuracy(student, data.x_validation, data.y_validation)
+        kept_fine_tuning = True
+        if val_acc is not None and acc_before_tuning is not None and val_acc < acc_before_tuning:
+            # Distillation made it worse on validation (e.g. a learning rate too high for a converged
+            # teacher): keep the surgery-only weights, which are the better student by the same measure.
+            student.set_weights(surgery_weights)
+            val_acc, kept_fine_tuning = acc_before_tuning, False
         drop = None if base_acc is None or val_acc is None else base_acc - val_acc
         record.update(
             params_after=int(student.count_params()),
             flops_after=model_flops(student),
             val_accuracy_after_surgery=acc_before_tuning,
             val_accuracy=val_acc,
+            kept_fine_tuning=kept_fine_tuning,
             val_drop=drop,
             losses=logs,
         )
@@ -282,9 +304,17 @@ def compress(model, data, config, output_dir, resume=False, log=print):
     log(f"stopped: {state['stopped']}")
     if config.final_epochs > 0 and state["accepted_step"] > 0 and not state.get("final_done"):
         _seed_step(config.seed, 10_000)
+        before_weights = current.get_weights()
+        acc_before = accuracy(current, data.x_validation, data.y_validation)
         distil(current, model, data, config, config.final_epochs, seed=config.seed)
+        acc_after = accuracy(current, data.x_validation, data.y_validation)
+        if acc_before is not None and acc_after is not None and acc_after < acc_before:
+            current.set_weights(before_weights)  # same rule as in the steps: keep the better on validation
+        log(f"final distillation from the original teacher: val acc {acc_before} -> {acc_after}")
         save_model(current, run.checkpoint_path(state["accepted_step"]))
         state["final_done"] = True
+        state["final_distillation"] = {"val_accuracy_before": acc_before, "val_accuracy_after": acc_after,
+                                       "kept": not (acc_after is not None and acc_before is not None and acc_after < acc_before)}
         run.save_state(state)
 
     report = build_report(model, current, data, state)

@@ -53,6 +53,9 @@ def test_compress_reduces_parameters_keeps_teacher_and_writes_history(task, tmp_
     assert "logits" not in report["layers"]  # the classifier head is left alone by default
     for w_before, w_after in zip(before, model.get_weights()):
         np.testing.assert_array_equal(w_before, w_after)  # the teacher never changes
+    # ... and it is not left frozen by the distiller, nor is the student.
+    assert model.trainable and all(layer.trainable for layer in model.layers)
+    assert student.trainable_weights and all(layer.trainable for layer in student.layers)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["steps"] and all("wall_s" in s for s in history["steps"])
     accepted = [s for s in history["steps"] if s["accepted"]]
