@@ -60,7 +60,9 @@ def test_edges_known_values():
 @given(sigma2=noise_variances, q=st.sampled_from([0.01, 0.1, 0.5, 0.9, 1.0, 1.1, 2.0, 5.0, 10.0]) | aspect_ratios)
 def test_density_integrates_to_one_or_one_over_q(sigma2, q):
     mass = integrate_density(sigma2, q, marchenko_pastur_edges(sigma2, q)[1])
-    assert mass == pytest.approx(continuous_mass(sigma2, q), rel=1e-6)
+    # As q -> 1 the density gets a 1/sqrt(x) singularity at 0 and the test's own quadrature loses
+    # digits (5e-6 seen at q = 0.99999); the closed-form CDF is checked exactly elsewhere.
+    assert mass == pytest.approx(continuous_mass(sigma2, q), rel=1e-6 if abs(q - 1.0) > 1e-3 else 5e-5)
 
 
 def test_density_zero_outside_support_and_vectorised():
