@@ -598,9 +598,11 @@ def _named_inputs_for_runner(runner, inputs):
 def _quantize_input(array, detail):
     dtype = np.dtype(detail["dtype"])
     scale, zero_point = detail["quantization"]
-    if dtype in (np.int8, np.uint8) and scale and np.issubdtype(array.dtype, np.floating):
+    # Anything not already in the quantized dtype holds real values (float features, or uint8 pixels
+    # for an int8 model): quantize it. Casting uint8 pixels straight to int8 would wrap values > 127.
+    if dtype in (np.int8, np.uint8) and scale and array.dtype != dtype:
         info = np.iinfo(dtype)
-        quantized = np.round(array / scale) + zero_point
+        quantized = np.round(array.astype(np.float64) / scale) + zero_point
         return np.clip(quantized, info.min, info.max).astype(dtype)
     return array.astype(dtype, copy=False)
 

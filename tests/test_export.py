@@ -395,3 +395,17 @@ def test_report_to_dict_is_json_serializable(tmp_path):
         "n", "max_abs_err", "mean_abs_err", "top1_agreement", "keras_accuracy", "tflite_accuracy",
     }
     assert as_dict["wall_time_s"] > 0
+
+
+def test_uint8_images_are_quantized_not_wrapped_for_int8_models(tmp_path):
+    # uint8 pixels fed to an int8-input model must be quantized as values, not cast (200 -> -56).
+    import keras as _keras
+
+    rng = np.random.default_rng(0)
+    model = _keras.Sequential([_keras.Input((4, 4, 1)), _keras.layers.Flatten(), _keras.layers.Dense(3)])
+    pixels = rng.integers(0, 256, size=(64, 4, 4, 1)).astype("uint8")
+    path = tmp_path / "m.tflite"
+    export_tflite(model, path, precision="int8", representative_data=pixels.astype("float32"))
+    from_uint8 = tflite_predict(path, pixels)
+    from_float = tflite_predict(path, pixels.astype("float32"))
+    np.testing.assert_array_equal(from_uint8, from_float)
