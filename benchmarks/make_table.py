@@ -65,7 +65,9 @@ HEADER = [
 
 
 def table():
+    # Only single-method compression runs (arm64 and method-comparison records have other layouts).
     results = [json.loads(p.read_text()) for p in sorted((HERE / "results").glob("*.json"))]
+    results = [r for r in results if "compression" in r and "exports" in r]
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in results]
     lines.append("")
