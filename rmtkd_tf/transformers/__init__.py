@@ -1,0 +1,60 @@
+"""Transformer support: RMT-KD inside keras-hub `TransformerEncoder` blocks (BERT and the like).
+
+Importing `rmtkd_tf` imports this package, which registers `LowRankTransformerEncoder`,
+`LowRankAttentionOutput` and `MaskedMeanPooling`, so `.keras` teachers and students reload with
+`keras.models.load_model`.
+
+- `low_rank_encoder`: the factorized encoder and the names of its parts
+  (`ffn_intermediate`, `attention_output`).
+- `padding`: padding tokens excluded from the parts' covariances.
+- `bert`: pretrained keras-hub BERT backbones, a classifier head, the vocabulary-beside-the-model convention.
+- `text`: `encode_texts`, raw strings to `token_ids` / `padding_mask` / `segment_ids`.
+"""
+
+from rmtkd_tf.transformers.bert import (
+    DEFAULT_SEQUENCE_LENGTH,
+    INPUT_NAMES,
+    MaskedMeanPooling,
+    bert_classifier,
+    load_bert_backbone,
+    load_bert_tokenizer,
+    pretrained_minilm_folder,
+    save_vocabulary,
+    tokenizer_for_model,
+    vocabulary_path,
+)
+from rmtkd_tf.transformers.low_rank_encoder import (
+    ATTENTION_OUTPUT_PART,
+    FEEDFORWARD_PART,
+    LowRankAttentionOutput,
+    LowRankTransformerEncoder,
+    encoder_parts,
+    encoder_ranks,
+    is_transformer_encoder,
+    low_rank_encoder_like,
+)
+from rmtkd_tf.transformers.padding import PaddingMaskStash
+from rmtkd_tf.transformers.text import encode_texts
+
+__all__ = [
+    "ATTENTION_OUTPUT_PART",
+    "DEFAULT_SEQUENCE_LENGTH",
+    "INPUT_NAMES",
+    "MaskedMeanPooling",
+    "bert_classifier",
+    "encode_texts",
+    "load_bert_backbone",
+    "load_bert_tokenizer",
+    "pretrained_minilm_folder",
+    "save_vocabulary",
+    "tokenizer_for_model",
+    "vocabulary_path",
+    "FEEDFORWARD_PART",
+    "LowRankAttentionOutput",
+    "LowRankTransformerEncoder",
+    "PaddingMaskStash",
+    "encoder_parts",
+    "encoder_ranks",
+    "is_transformer_encoder",
+    "low_rank_encoder_like",
+]
