@@ -25,7 +25,15 @@ import numpy as np
 import tensorflow as tf
 
 from rmtkd_tf.errors import NonFiniteActivationError, RMTKDError
-from rmtkd_tf.model_walk import is_graph_model, iter_graph_layers, layer_kind, output_layers
+from rmtkd_tf.model_walk import (
+    composite_parts,
+    is_attention_output_projection,
+    is_graph_model,
+    iter_factorizable_layers,
+    iter_graph_layers,
+    layer_kind,
+    output_layers,
+)
 
 
 @dataclasses.dataclass
@@ -112,18 +120,24 @@ class CovarianceAccumulator:
 class _LayerHook:
     """Wraps one layer's `call` so it feeds an accumulator with its pre-activations."""
 
-    def __init__(self, path, layer, recording, weights_provider=None):
+    def __init__(self, path, layer, recording, weights_provider=None, context=None):
         self.path = path
         self.layer = layer
         self.kind = layer_kind(layer) or type(layer).__name__
         self.recording = recording
+        # weights_provider(inputs) -> per-sample weights to multiply in (e.g. a padding mask), or None.
         self.weights_provider = weights_provider
+        # An object with install()/remove() that must wrap the hook's lifetime (e.g. the owner that
+        # stashes the padding mask for weights_provider); installed first, removed last.
+        self.context = context
         self.factorized = hasattr(layer, "bottleneck")
         width = int(layer.rank) if self.factorized else _output_width(layer)
         self.accumulator = CovarianceAccumulator(width, name=path.replace("/", "__"))
         self._installed = False
 
     def install(self):
+        if self.context is not None:
+            self.context.install()
         layer, original_call = self.layer, self.layer.call
         self._activation = layer.activation
         if self.factorized:
@@ -156,7 +170,12 @@ class _LayerHook:
         # A factorized layer is analysed through its rank-k bottleneck z = x·down:
         # its output lives in a k-dimensional affine subspace, so the d×d output
         # covariance would show d−k structural zeros rather than noise.
-        layer, accumulator, recording = self.layer, self.accumulator, self.recording
+        layer, accumulator, recording, weights_provider = (
+            self.layer,
+            self.accumulator,
+            self.recording,
+            self.weights_provider,
+        )
 
         def hooked_call(inputs, *args, **kwargs):
             hidden = layer.bottleneck(inputs)
@@ -164,6 +183,9 @@ class _LayerHook:
             if getattr(layer, "data_format", "channels_last") == "channels_first" and layer_kind(layer) == "conv2d":
                 samples = tf.experimental.numpy.moveaxis(hidden, 1, -1)
             weights = tf.cast(recording, tf.float64)
+            extra = weights_provider(inputs) if weights_provider is not None else None
+            if extra is not None:
+                weights = weights * tf.cast(extra, tf.float64)
             accumulator.update(samples, tf.broadcast_to(weights, tf.shape(samples)[:-1]))
             return layer.expand(hidden)
 
@@ -175,6 +197,8 @@ class _LayerHook:
             del self.layer.call
             self.layer.activation = self._activation
             self._installed = False
+            if self.context is not None:
+                self.context.remove()
 
     def statistics(self):
         n, mean, covariance, nonfinite = self.accumulator.numpy()
@@ -191,11 +215,16 @@ def _output_width(layer):
         return int(layer.units)
     if hasattr(layer, "filters"):
         return int(layer.filters)
+    if is_attention_output_projection(layer):
+        return int(layer.kernel.shape[-1])
     raise RMTKDError(f"cannot collect activations of layer '{layer.name}' ({type(layer).__name__})")
 
 
 def candidate_layers(model, layers=None, include_outputs=True):
     """`[(path, layer)]` of the factorizable layers of `model`, optionally restricted to `layers` (paths).
+
+    Transformer encoders contribute their parts (`<encoder path>/ffn_intermediate`,
+    `<encoder path>/attention_output`), not themselves.
 
     With `include_outputs=False` the layers producing the model outputs (the
     classifier head) are left out unless named in `layers`: squeezing the
@@ -209,7 +238,7 @@ def candidate_layers(model, layers=None, include_outputs=True):
             f"{type(model).__name__} is a subclassed Keras model; rmtkd-tf supports Sequential and "
             "Functional models (nested ones too) and keras-hub tasks"
         )
-    found = [(p, l) for p, l in iter_graph_layers(model) if layer_kind(l) is not None]
+    found = [(p, l) for p, l in iter_factorizable_layers(model) if layer_kind(l) is not None]
     if not include_outputs and layers is None:
         heads = {id(l) for l in output_layers(model)}
         found = [(p, l) for p, l in found if id(l) not in heads]
@@ -227,7 +256,7 @@ class _HookSet:
         self.model = model
         self.recording = tf.Variable(True, trainable=False, name="rmtkd_recording")
         if hooks is None:
-            hooks = [_LayerHook(p, l, self.recording) for p, l in candidate_layers(model, layers)]
+            hooks = _default_hooks(model, layers, self.recording)
         else:
             for hook in hooks:
                 hook.recording = self.recording
@@ -245,6 +274,23 @@ class _HookSet:
 
     def statistics(self):
         return {hook.path: hook.statistics() for hook in self.hooks}
+
+
+def _default_hooks(model, layers, recording):
+    """One `_LayerHook` per candidate layer; parts of a transformer encoder skip its padding tokens."""
+    graph_layers = dict(iter_graph_layers(model))
+    stashes = {}  # encoder path -> PaddingMaskStash shared by that encoder's parts
+    hooks = []
+    for path, layer in candidate_layers(model, layers):
+        owner_path = path.rpartition("/")[0]
+        if path not in graph_layers and composite_parts(graph_layers.get(owner_path)) is not None:
+            from rmtkd_tf.transformers.padding import PaddingMaskStash
+
+            stash = stashes.setdefault(owner_path, PaddingMaskStash(graph_layers[owner_path]))
+            hooks.append(_LayerHook(path, layer, recording, weights_provider=stash.sample_weights, context=stash))
+        else:
+            hooks.append(_LayerHook(path, layer, recording))
+    return hooks
 
 
 def _reset_compiled_functions(model):

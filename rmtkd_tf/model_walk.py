@@ -4,9 +4,18 @@ A layer is identified by its *path*: the names of the models that contain it
 and its own name, joined by "/" (e.g. `"encoder/dense_1"`). Paths are stable
 across `keras.models.clone_model`, which keeps names, so statistics collected
 on a teacher can be matched to the layers of its clone.
+
+Some graph layers are *composite*: RMT-KD reduces layers inside them. A
+keras-hub `TransformerEncoder` at `"bert_backbone/transformer_layer_0"` has
+the parts `".../transformer_layer_0/ffn_intermediate"` (FFN expansion) and
+`".../transformer_layer_0/attention_output"` (attention output projection);
+see `rmtkd_tf.transformers`. `iter_factorizable_layers` yields those parts in
+place of their encoder.
 """
 
 from __future__ import annotations
+
+import sys
 
 import keras
 
@@ -37,6 +46,26 @@ def iter_graph_layers(model, prefix=""):
             yield path, layer
 
 
+def composite_parts(layer):
+    """`{part: sublayer}` of a composite layer RMT-KD reduces inside (a keras-hub TransformerEncoder), else None."""
+    if "keras_hub" not in sys.modules:  # no keras-hub layer exists before keras-hub is imported
+        return None
+    from rmtkd_tf.transformers.low_rank_encoder import encoder_parts
+
+    return encoder_parts(layer)
+
+
+def iter_factorizable_layers(model):
+    """`iter_graph_layers`, with each composite layer replaced by its parts at `<layer path>/<part>`."""
+    for path, layer in iter_graph_layers(model):
+        parts = composite_parts(layer)
+        if parts is None:
+            yield path, layer
+        else:
+            for part, sublayer in parts.items():
+                yield f"{path}/{part}", sublayer
+
+
 def output_layers(model):
     """The layers that produce the model's outputs (the classifier head, usually)."""
     layers = []
@@ -48,19 +77,35 @@ def output_layers(model):
 
 
 def layer_kind(layer):
-    """`"dense"`, `"conv2d"` or None for layers RMT-KD does not factorize."""
+    """`"dense"`, `"conv2d"` or None for layers RMT-KD does not factorize.
+
+    An `EinsumDense` `"abcd,cde->abe"` (a multi-head attention output projection:
+    a Dense over the flattened `(heads, head_dim)` axes) counts as `"dense"`.
+    """
     from rmtkd_tf.layers import LowRankConv2D, LowRankDense
 
-    if isinstance(layer, (keras.layers.Dense, LowRankDense)):
+    if isinstance(layer, (keras.layers.Dense, LowRankDense)) or is_attention_output_projection(layer):
         return "dense"
     if isinstance(layer, (keras.layers.Conv2D, LowRankConv2D)):
         return "conv2d"
     return None
 
 
+ATTENTION_OUTPUT_EQUATION = "abcd,cde->abe"
+
+
+def is_attention_output_projection(layer):
+    """True for an `EinsumDense` contracting `(heads, head_dim)` into one output axis, with its bias on that axis."""
+    return (
+        isinstance(layer, keras.layers.EinsumDense)
+        and layer.equation == ATTENTION_OUTPUT_EQUATION
+        and getattr(layer, "bias_axes", None) in (None, "e")
+    )
+
+
 def find_layer(model, path):
-    """The layer at `path` in `model` (see module docstring)."""
-    for candidate_path, layer in iter_graph_layers(model):
+    """The layer at `path` in `model` (see module docstring), composite layers and their parts included."""
+    for candidate_path, layer in (*iter_graph_layers(model), *iter_factorizable_layers(model)):
         if candidate_path == path:
             return layer
     raise KeyError(f"no layer at path {path!r}")

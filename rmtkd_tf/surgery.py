@@ -7,6 +7,11 @@ the given eigenvectors; every other layer is an identical copy with copied
 weights. Nested models, residual connections, BatchNorm and shared layers are
 handled by `keras.models.clone_model(recursive=True)`, which keeps layer names
 (so layer paths stay stable) and clones a shared layer once.
+
+Parts of a keras-hub transformer encoder (paths `<encoder>/ffn_intermediate`,
+`<encoder>/attention_output`) are factorized by cloning the encoder as a
+`rmtkd_tf.transformers.LowRankTransformerEncoder` with those ranks; its other
+sublayers get the encoder's weights.
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ import numpy as np
 from rmtkd_tf.errors import UnsupportedModelError
 from rmtkd_tf.factorization import project_kernel
 from rmtkd_tf.layers import LowRankConv2D, LowRankDense
-from rmtkd_tf.model_walk import is_graph_model, iter_graph_layers, layer_kind
+from rmtkd_tf.model_walk import (
+    composite_parts,
+    is_attention_output_projection,
+    is_graph_model,
+    iter_factorizable_layers,
+    iter_graph_layers,
+    layer_kind,
+)
 
 
 @dataclasses.dataclass
@@ -65,6 +77,10 @@ def _low_rank_replacement(layer, rank):
         dtype=layer.dtype_policy,
         trainable=layer.trainable,
     )
+    if is_attention_output_projection(layer):
+        from rmtkd_tf.transformers.low_rank_encoder import LowRankAttentionOutput
+
+        return LowRankAttentionOutput(units=int(layer.kernel.shape[-1]), **common)
     if layer_kind(layer) == "dense":
         return LowRankDense(units=config["units"], **common)
     return LowRankConv2D(
@@ -94,7 +110,7 @@ def factorize_model(model, factors):
             f"{type(model).__name__} is a subclassed Keras model; rmtkd-tf can rebuild Sequential and "
             "Functional models (nested ones too) and keras-hub tasks"
         )
-    paths = dict(iter_graph_layers(model))
+    paths = dict(iter_factorizable_layers(model))
     unknown = set(factors) - set(paths)
     if unknown:
         raise KeyError(f"no layer at paths {sorted(unknown)}")
@@ -102,22 +118,60 @@ def factorize_model(model, factors):
         reason = unsupported_reason(paths[path])
         if reason:
             raise UnsupportedModelError(f"layer '{path}': {reason}")
-    replaced = {id(paths[p]): factors[p] for p in factors}
+    graph_layers = dict(iter_graph_layers(model))
+    replaced = {id(graph_layers[p]): factors[p] for p in factors if p in graph_layers}
+    # Composite layers (transformer encoders): {id(encoder): {part: LayerFactors}}.
+    composite_factors = {}
+    for path, layer_factors in factors.items():
+        if path not in graph_layers:
+            owner_path, _, part = path.rpartition("/")
+            composite_factors.setdefault(id(graph_layers[owner_path]), {})[part] = layer_factors
 
     def clone_layer(layer):
         if id(layer) in replaced:
             return _low_rank_replacement(layer, replaced[id(layer)].rank)
+        if id(layer) in composite_factors:
+            from rmtkd_tf.transformers.low_rank_encoder import low_rank_encoder_like
+
+            return low_rank_encoder_like(layer, {p: f.rank for p, f in composite_factors[id(layer)].items()})
         return layer.__class__.from_config(layer.get_config())
 
     student = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     student_layers = dict(iter_graph_layers(student))
-    for path, layer in paths.items():
+    for path, layer in graph_layers.items():
         new_layer = student_layers[path]
         if path in factors:
             _set_factorized_weights(layer, new_layer, factors[path])
+        elif id(layer) in composite_factors:
+            _set_composite_weights(layer, new_layer, composite_factors[id(layer)])
         elif new_layer.weights:
             new_layer.set_weights(layer.get_weights())
     return student
+
+
+def _set_composite_weights(layer, new_layer, part_factors):
+    """Weights of a cloned composite layer: factorized parts from `part_factors`, the rest copied."""
+    if layer._trainable_variables or layer._non_trainable_variables:
+        # Only sublayers are copied below; keras-hub encoders own no variables themselves.
+        raise UnsupportedModelError(f"layer '{layer.name}': cannot copy the variables it owns directly")
+    old_parts, new_parts = composite_parts(layer), composite_parts(new_layer)
+    factorized = {id(old_parts[part]): (new_parts[part], f) for part, f in part_factors.items()}
+    # Both layers list their sublayers in the same order (the factorized ones take their place).
+    old_subs = list(layer._flatten_layers(include_self=False, recursive=True))
+    new_subs = list(new_layer._flatten_layers(include_self=False, recursive=True))
+    same_structure = len(old_subs) == len(new_subs) and all(
+        id(old) in factorized or type(old) is type(new) for old, new in zip(old_subs, new_subs)
+    )
+    if not same_structure:
+        raise UnsupportedModelError(f"layer '{layer.name}': its rebuilt copy has different sublayers")
+    for old_sub, new_sub in zip(old_subs, new_subs):
+        if id(old_sub) in factorized:
+            new_part, layer_factors = factorized[id(old_sub)]
+            if new_sub is not new_part:
+                raise UnsupportedModelError(f"layer '{layer.name}': sublayer order changed in its rebuilt copy")
+            _set_factorized_weights(old_sub, new_part, layer_factors)
+        elif not list(old_sub._flatten_layers(include_self=False)) and new_sub.weights:
+            new_sub.set_weights(old_sub.get_weights())
 
 
 def _set_factorized_weights(layer, new_layer, layer_factors):
