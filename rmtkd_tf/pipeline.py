@@ -42,9 +42,63 @@ def _check_shape(model, x, spec):
         )
 
 
+def _rows(x, index):
+    if isinstance(x, dict):
+        return {name: np.asarray(array)[index] for name, array in x.items()}
+    return np.asarray(x)[index]
+
+
+def _concat(a, b):
+    if isinstance(a, dict):
+        return {name: np.concatenate([a[name], b[name]]) for name in a}
+    return np.concatenate([a, b])
+
+
+def _n_rows(x):
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log):
+    """Token-id inputs for a BERT-style model: `(x_train, x_test)` dicts of int32 arrays."""
+    from rmtkd_tf.transformers.bert import (
+        DEFAULT_SEQUENCE_LENGTH,
+        load_bert_tokenizer,
+        model_sequence_length,
+        tokenizer_for_model,
+        vocabulary_path,
+    )
+    from rmtkd_tf.transformers.text import encode_texts
+
+    fixed = model_sequence_length(model)
+    if fixed is not None and sequence_length is not None and int(sequence_length) != fixed:
+        raise RMTKDError(f"{model_path} takes sequences of {fixed} tokens, not {sequence_length}")
+    length = fixed or (int(sequence_length) if sequence_length is not None else DEFAULT_SEQUENCE_LENGTH)
+    if tokenizer is None:
+        tokenizer = tokenizer_for_model(model_path)
+        source = vocabulary_path(model_path)
+    elif isinstance(tokenizer, (str, Path)):
+        source, tokenizer = tokenizer, load_bert_tokenizer(tokenizer)
+    else:
+        source = type(tokenizer).__name__
+    log(f"encoding texts with {source} (lowercase={tokenizer.lowercase}), {length} tokens per text")
+    x_train = encode_texts(splits.x_train, tokenizer, length)
+    x_test = None if splits.x_test is None else encode_texts(splits.x_test, tokenizer, length)
+    truncated = float(np.mean(x_train["padding_mask"][:, -1] == 1))
+    if truncated > 0.05:
+        log(f"warning: {100 * truncated:.1f}% of the training texts are cut at {length} tokens")
+    return x_train, x_test
+
+
 def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibration_fraction=0.1,
-              validation_fraction=0.1, log=print):
-    """Load the model (safe mode unless `unsafe`) and split the data: calibration and validation from train."""
+              validation_fraction=0.1, tokenizer=None, sequence_length=None, log=print):
+    """Load the model (safe mode unless `unsafe`) and split the data: calibration and validation from train.
+
+    Text data need a BERT-style model (inputs `token_ids`, `padding_mask`, `segment_ids`; see
+    `rmtkd_tf.transformers.bert`). The texts are encoded with `tokenizer` (a keras-hub BertTokenizer,
+    or the path of a `vocab.txt` or of a Hugging Face folder) or, by default, with the vocabulary saved
+    beside the model (`name.keras` -> `name.vocab.txt`), to the model's fixed input length, else to
+    `sequence_length` (default 128) tokens.
+    """
     from rmtkd_tf.compress import CompressionData
     from rmtkd_tf.data import load_data, split_train
     from rmtkd_tf.io import load_model
@@ -57,30 +111,38 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
         image_size = (shape[0], shape[1])
     log(f"loading data {data_spec}")
     splits = load_data(str(data_spec), limit=limit, image_size=image_size, seed=seed)
-    if splits.modality == "text":
-        raise RMTKDError(
-            "text data needs a model that takes raw strings (a keras-hub task with its preprocessor); "
-            f"{model_path} takes {shape} inputs"
-        )
     if len(splits.y_train) == 0:
         raise RMTKDError(f"--data {data_spec} has no training examples")
-    _check_shape(model, splits.x_train, data_spec)
+    x_train, x_test = splits.x_train, splits.x_test
+    if splits.modality == "text":
+        from rmtkd_tf.transformers.bert import takes_token_ids
+
+        if not takes_token_ids(model):
+            raise RMTKDError(
+                "text data needs a BERT-style model with token_ids, padding_mask and segment_ids inputs; "
+                f"{model_path} takes {shape if shape is not None else [t.name for t in model.inputs]} inputs"
+            )
+        x_train, x_test = _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log)
+    elif tokenizer is not None:
+        raise RMTKDError(f"a tokenizer was given but --data {data_spec} is {splits.modality} data, not text")
+    _check_shape(model, x_train, data_spec)
     parts = split_train(splits.x_train, splits.y_train, (calibration_fraction, validation_fraction), seed=seed)
-    x_cal, x_val, x_rest = parts.take(splits.x_train)
+    x_cal, x_val, x_rest = (_rows(x_train, index) for index in (parts.calibration, parts.validation, parts.train))
     _, y_val, y_rest = parts.take(splits.y_train)
     y_cal = splits.y_train[parts.calibration]
     data = CompressionData(
         # Fine-tuning uses every training example except the held-out validation ones.
-        x_train=np.concatenate([x_rest, x_cal]),
+        x_train=_concat(x_rest, x_cal),
         y_train=np.concatenate([y_rest, y_cal]),
         x_calibration=x_cal,
         x_validation=x_val,
         y_validation=y_val,
-        x_test=splits.x_test,
+        x_test=x_test,
         y_test=splits.y_test,
     )
     description = splits.describe()
-    log(f"data: {description}; calibration {len(x_cal)}, validation {len(x_val)}, fine-tuning {len(data.y_train)}")
+    log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)}, "
+        f"fine-tuning {len(data.y_train)}")
     return Task(model=model, model_path=Path(model_path), data=data, splits=splits, description=description)
 
 
@@ -96,7 +158,7 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
     output_dir.mkdir(parents=True, exist_ok=True)
     rule = get_rank_rule(rank_rule, **rule_params)
     layers = dict(candidate_layers(task.model))
-    log(f"collecting activations of {len(layers)} layers on {len(task.data.x_calibration)} samples")
+    log(f"collecting activations of {len(layers)} layers on {_n_rows(task.data.x_calibration)} samples")
     statistics = collect_activations(task.model, task.data.x_calibration)
     decisions, _ = decide_ranks(layers, statistics, rule)
     entries = []
