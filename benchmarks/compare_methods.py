@@ -1,0 +1,381 @@
+"""RMT-KD against the alternatives a user would otherwise reach for, on one teacher and one budget.
+
+    python benchmarks/compare_methods.py --teacher benchmarks/models/cifar10_cnn.keras \
+        --data ../shared/data/cifar10 --limit 6000 --epochs-per-step 1 --max-steps 7 --final-epochs 1
+
+Every method starts from the same teacher, sees the same calibration / validation / fine-tuning
+split (`rmtkd_tf.pipeline.load_task`, one seed) and is fine-tuned by distillation from the teacher
+with the same loss (alpha, temperature), batch size and number of epochs:
+
+- `rmtkd-mp`: RMT-KD, Marchenko–Pastur rule (`rmtkd_tf.compress.compress`); its fine-tuning epochs
+  (one per step that ran surgery, plus the final ones) are the budget `E` of the one-shot methods;
+- `rmtkd-energy`, `rmtkd-gavish-donoho`: the same loop with the energy (0.9) and Gavish–Donoho rules;
+- `svd-rmtkd-ranks`: data-free truncated SVD of each weight matrix at the ranks RMT-KD chose, `E` epochs;
+- `svd-uniform-rank`: data-free SVD with one rank ratio k/d for every layer, at RMT-KD's parameter count;
+- `dense-small-kd`: the teacher's architecture narrowed to RMT-KD's parameter count, trained from
+  scratch by distillation for `E` epochs (learning rate `--scratch-learning-rate`: fine-tuning's
+  1e-4 is for converged weights; BatchNorm statistics re-estimated afterwards);
+- `magnitude-pruning`: global unstructured magnitude pruning of the same layers to RMT-KD's parameter
+  count (cubic schedule over the first half of `E`). TF Model Optimization needs Keras 2, so this is
+  `rmtkd_tf.baselines.MagnitudePruning`; zeros are stored densely, so its `.tflite` is NOT smaller or
+  faster with stock TFLite kernels (its gzip size shows what a sparse format could save).
+
+For each method: parameters, FLOPs, validation and test accuracy (Keras and its fp32 / int8
+`.tflite`), file sizes, batch-1 LiteRT latency interleaved with the teacher (fp32 and int8,
+1 thread), CPU-seconds per inference, and the wall time of the compression itself. Writes
+`benchmarks/results/compare_<name>.json` (after every method, so an interrupted run keeps what it
+measured), the accuracy-vs-parameters PNG, and prints the markdown table (`--write-markdown` puts it
+between the `<!-- compare:begin -->` / `<!-- compare:end -->` markers of BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # plot_compare beside this file
+
+METHODS = (
+    "rmtkd-mp",
+    "rmtkd-energy",
+    "rmtkd-gavish-donoho",
+    "svd-rmtkd-ranks",
+    "svd-uniform-rank",
+    "dense-small-kd",
+    "magnitude-pruning",
+)
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, help="the trained Keras model (.keras)")
+    parser.add_argument("--data", required=True, help="data spec for rmtkd_tf.data.load_data")
+    parser.add_argument("--name", default=None, help="result name (default: the teacher's file stem)")
+    parser.add_argument("--limit", type=int, default=None, help="examples per split (train and test), class-balanced")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (rmtkd-mp is always run first)")
+    parser.add_argument("--tau", type=float, default=0.5)
+    parser.add_argument("--energy-fraction", type=float, default=0.9)
+    parser.add_argument("--max-drop", type=float, default=1.0)
+    parser.add_argument("--epochs-per-step", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=7)
+    parser.add_argument("--final-epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--scratch-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--runs", type=int, default=200, help="timed invocations per model and precision")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/compare_<name>.json)")
+    parser.add_argument("--run-dir", default=None, help="work folder (default benchmarks/runs/compare_<name>)")
+    parser.add_argument("--write-markdown", action="store_true",
+                        help="also write the table into BENCHMARKS.md between the compare markers")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.methods.split(",")) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    if args.epochs_per_step < 1 or args.max_steps < 1 or args.final_epochs < 0:
+        parser.error("--epochs-per-step and --max-steps must be >= 1, --final-epochs >= 0")
+    return args
+
+
+def finetune_epochs_spent(state, config):
+    """Distillation epochs a `compress` run actually spent: one block per step that ran surgery, plus the final ones."""
+    steps = sum(1 for record in state["steps"] if "losses" in record)
+    return steps * config.epochs_per_step + (config.final_epochs if state.get("final_done") else 0)
+
+
+def gzip_size(path):
+    with open(path, "rb") as handle:
+        return len(gzip.compress(handle.read(), compresslevel=9))
+
+
+class Evaluator:
+    """Exports a model to fp32 / int8 `.tflite`, measures accuracy, size and latency against the teacher."""
+
+    def __init__(self, task, run_dir, runs):
+        self.task = task
+        self.run_dir = Path(run_dir)
+        self.runs = runs
+        self.teacher_paths = None
+
+    def evaluate(self, name, model, params=None):
+        import numpy as np
+
+        from rmtkd_tf.bench.host import compare_tflite
+        from rmtkd_tf.compress import accuracy
+        from rmtkd_tf.export import export_tflite, tflite_predict
+        from rmtkd_tf.flops import model_flops
+
+        data = self.task.data
+        folder = self.run_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        out = {
+            "params": int(model.count_params()) if params is None else int(params),
+            "stored_params": int(model.count_params()),
+            "flops": model_flops(model),
+            "val_accuracy": accuracy(model, data.x_validation, data.y_validation),
+        }
+        paths, sizes = {}, {}
+        fp32 = export_tflite(model, folder / "model_fp32.tflite", precision="fp32",
+                             verify_inputs=data.x_test, verify_labels=data.y_test)
+        paths["fp32"] = fp32.path
+        out["test_accuracy"] = 100.0 * fp32.verification["keras_accuracy"]
+        out["tflite_fp32_test_accuracy"] = 100.0 * fp32.verification["tflite_accuracy"]
+        out["tflite_fp32_top1_agreement"] = fp32.verification["top1_agreement"]
+        int8 = export_tflite(model, folder / "model_int8.tflite", precision="int8",
+                             representative_data=data.x_calibration)
+        paths["int8"] = int8.path
+        probs = tflite_predict(int8.path, data.x_test, batch_size=256)
+        out["tflite_int8_test_accuracy"] = float(100.0 * np.mean(np.argmax(probs, -1) == np.asarray(data.y_test)))
+        for precision, path in paths.items():
+            sizes[precision] = os.path.getsize(path)
+            sizes[f"{precision}_gzip"] = gzip_size(path)
+        out["size_bytes"] = sizes
+        out["op_histogram_fp32"] = fp32.op_histogram
+        if self.teacher_paths is None:  # the teacher itself: nothing to interleave with yet
+            self.teacher_paths = paths
+            return out
+        out["latency"] = {}
+        for precision in ("fp32", "int8"):
+            log(f"  latency {name} {precision} (interleaved with the teacher, {self.runs} runs)")
+            cmp = compare_tflite(self.teacher_paths[precision], paths[precision], threads=1, warmup=20,
+                                 runs=self.runs, block_runs=10)
+            out["latency"][precision] = {
+                "teacher_median_ms": cmp.a.latency_ms.median,
+                "median_ms": cmp.b.latency_ms.median,
+                "p90_ms": cmp.b.latency_ms.p90,
+                "speedup_vs_teacher": cmp.ratios["median_latency_a_over_b"],
+                "teacher_cpu_seconds_per_inference": cmp.a.cpu_seconds_per_inference,
+                "cpu_seconds_per_inference": cmp.b.cpu_seconds_per_inference,
+                "energy": cmp.b.energy.to_dict(),
+            }
+        return out
+
+
+def run(args):
+    import keras
+    import numpy as np
+
+    import rmtkd_tf  # noqa: F401  (registers the factorized layers)
+    from plot_compare import markdown_table, plot_accuracy_vs_params, write_markdown_section
+    from rmtkd_tf.baselines import (
+        MagnitudePruning,
+        factorized_parameter_count,
+        factorized_ranks,
+        fine_tune,
+        prunable_kernels,
+        pruned_parameter_count,
+        recalibrate_batch_norm,
+        svd_factors,
+        uniform_rank_plan,
+        width_for_parameter_count,
+    )
+    from rmtkd_tf.compress import CompressionConfig, accuracy, compress
+    from rmtkd_tf.io import write_json
+    from rmtkd_tf.pipeline import load_task
+    from rmtkd_tf.surgery import factorize_model
+
+    name = args.name or Path(args.teacher).stem
+    out_path = Path(args.out) if args.out else HERE / "results" / f"compare_{name}.json"
+    run_dir = Path(args.run_dir) if args.run_dir else HERE / "runs" / f"compare_{name}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    wanted = set(args.methods.split(",")) | {"rmtkd-mp"}
+
+    t_start = time.time()
+    task = load_task(args.teacher, args.data, limit=args.limit, seed=args.seed, log=log)
+    teacher = task.model
+    data = task.data
+    # compress() would evaluate teacher and student on the test split for its report; that is
+    # measurement, not compression, so the loops get the data without it (and stay comparable).
+    loop_data = dataclasses.replace(data, x_test=None, y_test=None)
+    base = dict(
+        epochs_per_step=args.epochs_per_step, max_steps=args.max_steps, final_epochs=args.final_epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, max_drop=args.max_drop, seed=args.seed,
+    )
+    finetune = dict(batch_size=args.batch_size, alpha=CompressionConfig.alpha,
+                    temperature=CompressionConfig.temperature, seed=args.seed)
+    evaluator = Evaluator(task, run_dir, args.runs)
+    result = {
+        "name": f"compare_{name}",
+        "command": "python benchmarks/compare_methods.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"machine": platform.machine(), "cpu_count": os.cpu_count(),
+                    "note": "shared build machine; latencies are interleaved with the teacher, compare ratios"},
+        "teacher_path": str(args.teacher),
+        "data": task.description,
+        "splits": {
+            "calibration": int(len(data.x_calibration)), "validation": int(len(data.y_validation)),
+            "fine_tuning": int(len(data.y_train)), "test": int(len(data.y_test)),
+        },
+        "settings": {**base, "tau": args.tau, "energy_fraction": args.energy_fraction,
+                     "alpha": finetune["alpha"], "temperature": finetune["temperature"],
+                     "scratch_learning_rate": args.scratch_learning_rate, "latency_runs": args.runs,
+                     "latency": "LiteRT interpreter, XNNPACK, 1 thread, batch 1, interleaved ABBA blocks with the teacher"},
+        "notes": [
+            "Every method: same teacher, same calibration/validation/fine-tuning split, same distillation loss, "
+            "batch size and fine-tuning epochs (budget E = the epochs RMT-KD (MP) spent).",
+            "magnitude-pruning: params counts the nonzero weights; the .tflite stores the zeros densely, so it is "
+            "NOT smaller or faster without sparse kernels (stock TFLite/XNNPACK run it as the dense teacher); "
+            "its gzip size shows what sparse storage could save. TF Model Optimization 0.8.x needs tf-keras (Keras 2), "
+            "so pruning is rmtkd_tf.baselines.MagnitudePruning (global, unstructured, cubic schedule).",
+            "dense-small-kd trains from scratch (fresh init) with the same epochs; its learning rate is "
+            "scratch_learning_rate because 1e-4 is a fine-tuning rate for converged weights; after training its "
+            "BatchNorm statistics are re-estimated on training images (kept only if validation accuracy does not drop).",
+            "FLOPs count Dense/Conv2D multiply-adds as executed (dense for the pruned model).",
+        ],
+        "methods": [],
+    }
+
+    def save():
+        write_json(out_path, result)
+
+    log("teacher: exporting and measuring")
+    result["teacher"] = evaluator.evaluate("teacher", teacher)
+    save()
+    log(f"teacher: {result['teacher']['params']:,} params, test {result['teacher']['test_accuracy']:.2f}%")
+
+    def record(method, model, wall_s, epochs, description, params=None, **extra):
+        log(f"{method}: evaluating")
+        entry = {"method": method, "description": description, "compression_wall_s": round(wall_s, 1),
+                 "finetune_epochs": epochs, **extra}
+        entry.update(evaluator.evaluate(method, model, params=params))
+        entry["param_reduction"] = 1.0 - entry["params"] / result["teacher"]["params"]
+        result["methods"].append(entry)
+        save()
+        log(f"{method}: {entry['params']:,} params, test {entry['test_accuracy']:.2f}% "
+            f"(tflite fp32 {entry['tflite_fp32_test_accuracy']:.2f}%, int8 {entry['tflite_int8_test_accuracy']:.2f}%), "
+            f"fp32 speed-up {entry['latency']['fp32']['speedup_vs_teacher']:.2f}x, wall {wall_s:.0f}s")
+        return entry
+
+    def run_loop(method, rule, rule_params, description):
+        config = CompressionConfig(rank_rule=rule, rule_params=rule_params, **base)
+        log(f"{method}: compress() with rule {rule} {rule_params}")
+        t0 = time.time()
+        student, _ = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
+        wall = time.time() - t0
+        state = json.loads((run_dir / method / "loop" / "state.json").read_text())
+        epochs = finetune_epochs_spent(state, config)
+        entry = record(method, student, wall, epochs, description, ranks=factorized_ranks(student),
+                       stopped=state["stopped"], steps=len(state["steps"]),
+                       accepted_steps=sum(1 for s in state["steps"] if s.get("accepted")))
+        return student, entry
+
+    def keep_better(student, before_weights, acc_before):
+        # compress()'s rule: when fine-tuning lowers validation accuracy, keep the surgery-only weights.
+        acc_after = accuracy(student, data.x_validation, data.y_validation)
+        if acc_before is not None and acc_after is not None and acc_after < acc_before:
+            student.set_weights(before_weights)
+            return False
+        return True
+
+    rmtkd_student, rmtkd = run_loop("rmtkd-mp", "mp", {"tau": args.tau},
+                                    "RMT-KD: MP-edge ranks on activation covariances, shallow-to-deep, self-distillation")
+    target_params = rmtkd["params"]
+    budget = rmtkd["finetune_epochs"]
+    rmtkd_ranks = factorized_ranks(rmtkd_student)
+    result["finetune_budget_epochs"] = budget
+    result["target_params"] = target_params
+    save()
+    log(f"budget: {budget} fine-tuning epochs, target {target_params:,} params, RMT-KD ranks {rmtkd_ranks}")
+
+    if "rmtkd-energy" in wanted:
+        run_loop("rmtkd-energy", "energy", {"fraction": args.energy_fraction},
+                 f"same loop, energy rule (keep {args.energy_fraction:g} of the variance)")
+    if "rmtkd-gavish-donoho" in wanted:
+        run_loop("rmtkd-gavish-donoho", "gavish-donoho", {}, "same loop, Gavish-Donoho optimal hard threshold")
+
+    def one_shot_factorized(method, ranks, description, **extra):
+        log(f"{method}: ranks {ranks}")
+        t0 = time.time()
+        student = factorize_model(teacher, svd_factors(teacher, ranks))
+        acc_surgery = accuracy(student, data.x_validation, data.y_validation)
+        weights = student.get_weights()
+        fine_tune(student, teacher, data, budget, learning_rate=args.learning_rate, **finetune)
+        kept = keep_better(student, weights, acc_surgery)
+        record(method, student, time.time() - t0, budget, description, ranks=ranks,
+               val_accuracy_after_surgery=acc_surgery, kept_fine_tuning=kept, **extra)
+
+    if "svd-rmtkd-ranks" in wanted:
+        if rmtkd_ranks:
+            one_shot_factorized("svd-rmtkd-ranks", rmtkd_ranks,
+                                "data-free truncated SVD of each weight matrix at RMT-KD's ranks, one shot, KD fine-tuning")
+        else:
+            log("svd-rmtkd-ranks: RMT-KD factorized nothing; skipped")
+    if "svd-uniform-rank" in wanted:
+        ratio, ranks = uniform_rank_plan(teacher, target_params)
+        one_shot_factorized("svd-uniform-rank", ranks,
+                            "data-free truncated SVD, one rank ratio k/d for every layer at RMT-KD's parameter count",
+                            rank_ratio=ratio, planned_params=factorized_parameter_count(teacher, ranks))
+
+    if "dense-small-kd" in wanted:
+        t0 = time.time()
+        width, student = width_for_parameter_count(teacher, target_params, seed=args.seed)
+        log(f"dense-small-kd: width x{width:.3f}, {student.count_params():,} params, training from scratch")
+        logs = fine_tune(student, teacher, data, budget, learning_rate=args.scratch_learning_rate, **finetune)
+        # A few hundred steps from scratch leave BatchNorm's moving averages near their initial values
+        # (chance accuracy in inference mode); re-estimate them on training images, keep the better.
+        acc_trained = accuracy(student, data.x_validation, data.y_validation)
+        weights = student.get_weights()
+        recalibrate_batch_norm(student, data.x_train, batch_size=args.batch_size)
+        kept_recalibration = keep_better(student, weights, acc_trained)
+        record("dense-small-kd", student, time.time() - t0, budget,
+               "same architecture, every hidden layer narrowed by one width multiplier, from scratch, KD",
+               width_multiplier=width, last_epoch=logs, val_accuracy_before_bn_recalibration=acc_trained,
+               kept_bn_recalibration=kept_recalibration)
+
+    if "magnitude-pruning" in wanted:
+        t0 = time.time()
+        student = keras.models.clone_model(teacher)
+        student.set_weights(teacher.get_weights())
+        kernels = prunable_kernels(student)
+        total = sum(int(np.prod(k.shape)) for k in kernels.values())
+        keep = target_params - (int(teacher.count_params()) - total)
+        ramp = max(1, budget // 2)
+        log(f"magnitude-pruning: keep {keep:,} of {total:,} kernel weights, ramp {ramp} of {budget} epochs")
+        pruning = MagnitudePruning(kernels, keep, ramp_epochs=ramp)
+        if budget > 0:
+            fine_tune(student, teacher, data, budget, learning_rate=args.learning_rate,
+                      callbacks=[pruning], **finetune)
+        else:
+            pruning.prune(keep)
+        record("magnitude-pruning", student, time.time() - t0, budget,
+               "global unstructured magnitude pruning of the same layers (cubic schedule), KD fine-tuning; "
+               "dense storage", params=pruned_parameter_count(student, kernels),
+               sparsity_of_pruned_kernels=1.0 - keep / total)
+
+    result["total_wall_s"] = round(time.time() - t_start, 1)
+    save()
+    png = out_path.with_suffix(".png")
+    plot_accuracy_vs_params(result, png)
+    log(f"wrote {out_path} and {png}")
+    table = markdown_table(result)
+    print(table)
+    if args.write_markdown:
+        write_markdown_section(table, HERE.parent / "BENCHMARKS.md")
+        log("updated the compare section of BENCHMARKS.md")
+    return result
+
+
+def main(argv=None):
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
