@@ -15,6 +15,7 @@ from rmtkd_tf.spectral import get_rank_rule
 from rmtkd_tf.surgery import LayerFactors, factorize_model
 from rmtkd_tf.transformers import (
     LowRankAttentionOutput,
+    encoder_flops,
     LowRankTransformerEncoder,
     bert_classifier,
     encoder_parts,
@@ -174,6 +175,21 @@ def test_padding_tokens_are_excluded_from_the_covariance():
     np.testing.assert_allclose(stats.covariance, np.cov(hidden.T, bias=True), atol=1e-4)
     # Hooks are gone afterwards: the encoder and its sublayers use their class's call again.
     assert "call" not in vars(encoder) and "call" not in vars(dense)
+
+
+def test_encoder_flops_count_dense_sublayers_at_every_token():
+    model = tiny_bert_classifier()
+    teacher_encoder = dict(iter_graph_layers(model))[ENCODER.format(0)]
+    # q, k, v, attention output (16x16 each) and the FFN (16x32, 32x16), 2 FLOPs per MAC, 16 tokens.
+    assert encoder_flops(teacher_encoder) == SEQ_LEN * 2 * (4 * 16 * 16 + 2 * 16 * 32)
+    student = factorize_model(model, {
+        ENCODER.format(0) + "/ffn_intermediate": LayerFactors(np.eye(32)[:, :4], np.zeros(32)),
+        ENCODER.format(0) + "/attention_output": LayerFactors(np.eye(16)[:, :3], np.zeros(16)),
+    })
+    student_encoder = dict(iter_graph_layers(student))[ENCODER.format(0)]
+    factorized = 3 * 16 * 16 + (16 * 3 + 3 * 16) + (16 * 4 + 4 * 32) + 32 * 16
+    assert encoder_flops(student_encoder) == SEQ_LEN * 2 * factorized
+    assert encoder_flops(model.get_layer("logits")) == 0
 
 
 def test_unknown_part_is_refused():

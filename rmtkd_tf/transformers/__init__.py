@@ -9,6 +9,7 @@ Importing `rmtkd_tf` imports this package, which registers `LowRankTransformerEn
 - `padding`: padding tokens excluded from the parts' covariances.
 - `bert`: pretrained keras-hub BERT backbones, a classifier head, the vocabulary-beside-the-model convention.
 - `text`: `encode_texts`, raw strings to `token_ids` / `padding_mask` / `segment_ids`.
+- `flops`: `encoder_flops`, the dense FLOPs inside an encoder (per sequence).
 """
 
 from rmtkd_tf.transformers.bert import (
@@ -23,6 +24,7 @@ from rmtkd_tf.transformers.bert import (
     tokenizer_for_model,
     vocabulary_path,
 )
+from rmtkd_tf.transformers.flops import encoder_flops
 from rmtkd_tf.transformers.low_rank_encoder import (
     ATTENTION_OUTPUT_PART,
     FEEDFORWARD_PART,
@@ -43,6 +45,7 @@ __all__ = [
     "MaskedMeanPooling",
     "bert_classifier",
     "encode_texts",
+    "encoder_flops",
     "load_bert_backbone",
     "load_bert_tokenizer",
     "pretrained_minilm_folder",

@@ -178,6 +178,23 @@ class MaskedMeanPooling(keras.layers.Layer):
         return total / count
 
 
+def _fixed_length_backbone(backbone, output_key, sequence_length):
+    """A copy of `backbone` (same weights) with inputs of `sequence_length` tokens and one output.
+
+    Trimmed to the output the head uses, so unused layers (`pooled_dense`) are neither computed nor
+    offered to RMT-KD; static sequence shapes let FLOP counts and TFLite see the real length. A copy,
+    not the backbone's own layers: re-calling those would give them a second graph node.
+    """
+    trimmed = keras.Model(backbone.input, backbone.output[output_key], name=backbone.name)
+    config = trimmed.get_config()
+    for layer_config in config["layers"]:
+        if layer_config["class_name"] == "InputLayer":
+            layer_config["config"]["batch_shape"] = [None, sequence_length]
+    fixed = keras.Model.from_config(config)
+    fixed.set_weights(trimmed.get_weights())
+    return fixed
+
+
 def bert_classifier(backbone, num_classes, sequence_length=DEFAULT_SEQUENCE_LENGTH, pooling="mean",
                     dropout=0.1, name="bert_classifier"):
     """A Functional classifier `{token_ids, padding_mask, segment_ids} -> logits` on a keras-hub BERT backbone.
@@ -207,10 +224,8 @@ def bert_classifier(backbone, num_classes, sequence_length=DEFAULT_SEQUENCE_LENG
     max_length = backbone.get_config().get("max_sequence_length")
     if not 2 < int(sequence_length) <= (max_length or sequence_length):
         raise ValueError(f"sequence_length must be in [3, {max_length}] for this backbone, got {sequence_length}")
-    # Trim the backbone to the output the head uses, so unused layers (pooled_dense) are neither
-    # computed nor offered to RMT-KD.
     output_key = "pooled_output" if pooling == "pooled" else "sequence_output"
-    encoder = keras.Model(backbone.input, backbone.output[output_key], name=backbone.name)
+    encoder = _fixed_length_backbone(backbone, output_key, int(sequence_length))
     inputs = {name: keras.Input((int(sequence_length),), dtype="int32", name=name) for name in INPUT_NAMES}
     features = encoder(inputs)
     if pooling == "mean":
