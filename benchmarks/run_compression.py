@@ -43,6 +43,9 @@ def main():
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seq-len", type=int, default=None, help="Text models: tokens per example.")
+    parser.add_argument("--order", default="shallow-to-deep", choices=["shallow-to-deep", "all-at-once"])
+    parser.add_argument("--test-limit", type=int, default=None, help="Score on this many test examples.")
     args = parser.parse_args()
 
     from rmtkd_tf.bench.host import compare_tflite
@@ -54,7 +57,12 @@ def main():
     run_dir = HERE / "runs" / args.name
     if run_dir.exists() and not args.resume:
         shutil.rmtree(run_dir)
-    task = load_task(args.model, args.data, limit=args.limit, seed=args.seed)
+    task = load_task(args.model, args.data, limit=args.limit, seed=args.seed, sequence_length=args.seq_len)
+    if args.test_limit is not None and task.data.x_test is not None:
+        take = slice(0, args.test_limit)
+        x = task.data.x_test
+        task.data.x_test = {k: v[take] for k, v in x.items()} if isinstance(x, dict) else x[take]
+        task.data.y_test = task.data.y_test[take]
     config = CompressionConfig(
         rank_rule=args.rank_rule,
         rule_params={"tau": args.tau} if args.rank_rule == "mp" else {},
@@ -63,6 +71,7 @@ def main():
         epochs_per_step=args.epochs_per_step,
         final_epochs=args.final_epochs,
         max_steps=args.max_steps,
+        order=args.order,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
@@ -84,7 +93,9 @@ def main():
     latency = {}
     for precision in ("fp32", "int8"):
         print(f"latency {precision}", flush=True)
-        cmp = compare_tflite(run_dir / f"teacher_{precision}.tflite", run_dir / f"student_{precision}.tflite", threads=1, warmup=20, runs=args.runs)
+        a, b = run_dir / f"teacher_{precision}.tflite", run_dir / f"student_{precision}.tflite"
+        cmp = compare_tflite(a, b, threads=1, warmup=20, runs=args.runs,
+                             inputs_a=_one_real_example(a, x_test), inputs_b=_one_real_example(b, x_test))
         latency[precision] = cmp.to_dict()
     result = {
         "name": args.name,
@@ -96,6 +107,23 @@ def main():
     }
     write_json(HERE / "results" / f"{args.name}.json", result)
     print(json.dumps({k: result["compression"][k] for k in ("param_reduction", "flop_reduction", "stopped")}, indent=1))
+
+
+def _one_real_example(path, x_test):
+    """Batch-1 real input for a multi-input (BERT) model, keyed by the interpreter's tensor names.
+
+    Random token ids would be out of the vocabulary's range; image models get random inputs as usual.
+    """
+    if not isinstance(x_test, dict):
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(path)).get_input_details()
+    inputs = {}
+    for detail in details:
+        key = next(k for k in x_test if k in detail["name"])
+        inputs[detail["name"]] = x_test[key][:1].astype(detail["dtype"])
+    return inputs
 
 
 if __name__ == "__main__":

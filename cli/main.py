@@ -58,7 +58,8 @@ def _resolve_inputs(model_path, data_spec):
     return Path(model_path), data_spec
 
 
-def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log):
+def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
+             tokenizer=None, seq_len=None):
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.pipeline import load_task
 
@@ -71,6 +72,8 @@ def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, v
             seed=seed,
             calibration_fraction=calibration_fraction,
             validation_fraction=validation_fraction,
+            tokenizer=tokenizer,
+            sequence_length=seq_len,
             log=log,
         )
     except (RMTKDError, ValueError, FileNotFoundError) as exc:
@@ -90,6 +93,8 @@ _common = [
     click.option("--rank", "fixed_rank", type=int, default=None, help="For --rank-rule fixed-rank."),
     click.option("--ratio", "fixed_ratio", type=float, default=None, help="For --rank-rule fixed-ratio."),
     click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), required=True, help="Output folder."),
+    click.option("--tokenizer", type=click.Path(exists=True), default=None, help="Text models: vocab.txt or HF folder (default: <model>.vocab.txt)."),
+    click.option("--seq-len", type=int, default=None, help="Text models: tokens per example (default: the model's input length)."),
     click.option("-q", "--quiet", is_flag=True),
 ]
 
@@ -121,13 +126,14 @@ def _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio):
 @common_options
 @click.option("--no-plots", is_flag=True, help="Skip the per-layer PNGs.")
 def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
-            energy_fraction, fixed_rank, fixed_ratio, output_dir, quiet, no_plots):
+            energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, no_plots):
     """Per-layer activation spectra, fitted MP noise and chosen ranks (JSON + PNGs)."""
     from rmtkd_tf.pipeline import analyze_model
 
     log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
-    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log)
+    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
+                    tokenizer=tokenizer, seq_len=seq_len)
     try:
         result = analyze_model(
             task, rank_rule, _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
@@ -158,7 +164,7 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
-             energy_fraction, fixed_rank, fixed_ratio, output_dir, quiet, target_params, max_drop, min_rank_ratio,
+             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, target_params, max_drop, min_rank_ratio,
              order, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
              calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
@@ -196,7 +202,8 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
         )
     except RMTKDError as exc:
         _fail(exc)
-    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log)
+    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
+                    tokenizer=tokenizer, seq_len=seq_len)
     try:
         report = compress_task(task, config, output_dir, resume=resume, export_precision=precision if do_export else None, log=log)
     except (RMTKDError, ValueError) as exc:

@@ -22,6 +22,12 @@ def layer_flops(layer):
     """Multiply-add FLOPs (2 per MAC) of one Dense/Conv2D/factorized layer for one input sample."""
     kind = layer_kind(layer)
     if kind is None:
+        from rmtkd_tf.model_walk import composite_parts
+
+        if composite_parts(layer) is not None:  # a transformer encoder: count its dense parts
+            from rmtkd_tf.transformers import encoder_flops
+
+            return int(encoder_flops(layer))
         return 0
     positions = _output_positions(layer)
     if hasattr(layer, "bottleneck"):
