@@ -1,4 +1,4 @@
-"""Accuracy-vs-parameters plot and markdown table of a `compare_methods.py` result.
+"""Accuracy-vs-parameters (and vs latency) plot and markdown table of a `compare_methods.py` result.
 
     python benchmarks/plot_compare.py benchmarks/results/compare_cifar10_cnn.json            # PNG + table
     python benchmarks/plot_compare.py benchmarks/results/compare_cifar10_cnn.json --write    # + BENCHMARKS.md
@@ -77,6 +77,8 @@ def markdown_table(result):
     split = result["splits"]
     lines += [
         "",
+        f"![test accuracy vs parameters](benchmarks/results/{result['name']}.png)",
+        "",
         f"Data: {result['data']}; calibration {split['calibration']:,}, validation {split['validation']:,}, "
         f"fine-tuning {split['fine_tuning']:,}, test {split['test']:,} images. "
         f"Fine-tuning budget: {result.get('finetune_budget_epochs')} epochs of distillation from the teacher for every "
@@ -91,31 +93,48 @@ def markdown_table(result):
 
 
 def plot_accuracy_vs_params(result, path):
-    """Write a PNG: test accuracy (Keras and int8 .tflite) against parameters, one marker per method."""
+    """Write a PNG: test accuracy against parameters (left) and against fp32 batch-1 latency (right).
+
+    One marker per method; large markers are the Keras model, small hollow ones its int8 `.tflite`.
+    Latency is relative to the teacher's, measured interleaved with it (1 / speed-up), because absolute
+    milliseconds drift between pairs on a shared machine while the ratios stay comparable.
+    """
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8.5, 5.2), dpi=120)
-    axes = figure.add_subplot(1, 1, 1)
+    figure = Figure(figsize=(13, 5.4), dpi=110)
+    by_params, by_latency = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     teacher = result["teacher"]
-    axes.axhline(teacher["test_accuracy"], color="0.4", linestyle="--", linewidth=1)
-    axes.scatter([teacher["params"]], [teacher["test_accuracy"]], marker="*", s=220, color="black",
-                 label=f"teacher ({teacher['params']:,} params)", zorder=3)
-    for entry in result["methods"]:
-        label, color, marker = STYLE.get(entry["method"], (entry["method"], "0.3", "o"))
-        hollow = entry["method"] == "magnitude-pruning"
-        axes.scatter([entry["params"]], [entry["test_accuracy"]], marker=marker, s=90, zorder=3,
-                     facecolors="none" if hollow else color, edgecolors=color, linewidths=1.8,
-                     label=f"{label}: {entry['test_accuracy']:.1f}%")
-        axes.scatter([entry["params"]], [entry["tflite_int8_test_accuracy"]], marker=marker, s=30, zorder=2,
-                     facecolors="none", edgecolors=color, linewidths=1.0, alpha=0.8)
-    axes.set_xscale("log")
-    axes.set_xlabel("parameters (log scale; pruning: nonzero weights)")
-    axes.set_ylabel("test accuracy (%)")
+    teacher_x = {by_params: teacher["params"], by_latency: 1.0}
+
+    def relative_latency(entry):
+        speedup = (entry.get("latency") or {}).get("fp32", {}).get("speedup_vs_teacher")
+        return 1.0 / speedup if speedup else None
+
+    for axes, x_of in ((by_params, lambda e: e["params"]), (by_latency, relative_latency)):
+        axes.axhline(teacher["test_accuracy"], color="0.4", linestyle="--", linewidth=1)
+        if teacher_x[axes] is not None:
+            axes.scatter([teacher_x[axes]], [teacher["test_accuracy"]], marker="*", s=220, color="black",
+                         label=f"teacher ({teacher['params']:,} params)", zorder=3)
+        for entry in result["methods"]:
+            x = x_of(entry)
+            if x is None:
+                continue
+            label, color, marker = STYLE.get(entry["method"], (entry["method"], "0.3", "o"))
+            hollow = entry["method"] == "magnitude-pruning"
+            axes.scatter([x], [entry["test_accuracy"]], marker=marker, s=90, zorder=3,
+                         facecolors="none" if hollow else color, edgecolors=color, linewidths=1.8,
+                         label=f"{label}: {entry['test_accuracy']:.1f}%")
+            axes.scatter([x], [entry["tflite_int8_test_accuracy"]], marker=marker, s=30, zorder=2,
+                         facecolors="none", edgecolors=color, linewidths=1.0, alpha=0.8)
+        axes.set_xscale("log")
+        axes.set_ylabel("test accuracy (%)")
+        axes.grid(True, which="both", alpha=0.3)
+    by_params.set_xlabel("parameters (log scale; pruning: nonzero weights)")
+    by_latency.set_xlabel("fp32 .tflite latency ÷ teacher's (batch 1, 1 thread, interleaved; log scale)")
+    by_params.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
     budget = result.get("finetune_budget_epochs")
-    axes.set_title(f"{result['name']}: same teacher, split and fine-tuning budget ({budget} epochs)\n"
-                   "large markers: Keras model; small hollow: its int8 .tflite", fontsize=10)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
+    figure.suptitle(f"{result['name']}: same teacher, split and fine-tuning budget ({budget} epochs); "
+                    "large markers: Keras model, small hollow: its int8 .tflite", fontsize=10)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

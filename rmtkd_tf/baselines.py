@@ -47,18 +47,23 @@ import numpy as np
 from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.factorization import low_rank_parameter_count
-from rmtkd_tf.model_walk import iter_graph_layers, layer_kind, output_layers
+from rmtkd_tf.model_walk import iter_factorizable_layers, iter_graph_layers, layer_kind, output_layers
 from rmtkd_tf.selection import layer_geometry
 from rmtkd_tf.surgery import LayerFactors, effective_kernel, unsupported_reason
 
 
 def factorized_ranks(model):
     """`{path: rank}` of the factorized (`LowRankDense` / `LowRankConv2D`) layers of `model`."""
-    return {path: int(layer.rank) for path, layer in iter_graph_layers(model) if hasattr(layer, "bottleneck")}
+    return {path: int(layer.rank) for path, layer in _all_layers(model).items() if hasattr(layer, "bottleneck")}
+
+
+def _all_layers(model):
+    # Graph layers plus the parts of composite layers (transformer encoders), as rmtkd_tf.model_walk names them.
+    return {**dict(iter_graph_layers(model)), **dict(iter_factorizable_layers(model))}
 
 
 def _plain_layers(model, paths):
-    layers = dict(iter_graph_layers(model))
+    layers = _all_layers(model)
     unknown = sorted(set(paths) - set(layers))
     if unknown:
         raise RMTKDError(f"no layer at paths {unknown}")
