@@ -70,6 +70,19 @@ def table():
     results = [r for r in results if "compression" in r and "exports" in r]
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in results]
+    lines += ["", "TFLite exports (accuracy on the test split; parity = Keras vs `.tflite` on the same inputs):", ""]
+    lines.append("| task | model | precision | KiB | .tflite acc | top-1 agreement | max abs err | Flex ops |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        for key, export in r["exports"].items():
+            who, precision = key.split("_", 1)
+            v = export.get("verification") or {}
+            err = v.get("max_abs_err")
+            lines.append(
+                f"| {r['name']} | {who} | {precision} | {export['size_bytes'] / 1024:.0f} | "
+                f"{_acc(_verification_acc(export))} | {v.get('top1_agreement', 0):.4f} | "
+                f"{'-' if err is None else f'{err:.2e}'} | {len(export.get('flex_ops') or [])} |"
+            )
     lines.append("")
     lines.append("Commands that produced each row:")
     lines.append("")
