@@ -179,7 +179,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
     output_dir = Path(output_dir)
-    if output_dir.resolve() == model_path.resolve().parent and (output_dir / "student.keras").resolve() == model_path.resolve():
+    if (output_dir / "student.keras").resolve() == model_path.resolve():
         raise click.UsageError("the output would overwrite the input model; choose another --output")
     try:
         config = CompressionConfig(

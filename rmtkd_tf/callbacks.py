@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from rmtkd_tf.collection import candidate_layers, collect_activations
-from rmtkd_tf.compress import CompressionConfig, CompressionData, accuracy, distil
+from rmtkd_tf.compress import CompressionConfig, CompressionData, accuracy, distil, next_open_layer
 from rmtkd_tf.distill import check_hyperparameters
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.selection import decide_ranks
@@ -270,11 +270,7 @@ class RMTKDCallback(keras.callbacks.Callback):
         """One RMT-KD step: try open layers in round-robin order until one is factorized."""
         while self._done_reason() is None:
             open_paths = self._open_paths()
-            # Round-robin shallow -> deep, as compress.py: the first open layer at or after the cursor.
-            cursor = self._cursor % len(self._eligible)
-            ordered = self._eligible[cursor:] + self._eligible[:cursor]
-            path = next(p for p in ordered if p in open_paths)
-            self._cursor = self._eligible.index(path) + 1
+            path, self._cursor = next_open_layer(self._eligible, open_paths, self._cursor)
             record = self._step(path, epoch)
             self.history_.append(record)
             if record["outcome"] != "not reducible":

@@ -108,6 +108,17 @@ def accuracy(model, x, y, batch_size=256):
     return float(100.0 * np.mean(np.argmax(probs, axis=-1) == np.asarray(y).reshape(-1)))
 
 
+def next_open_layer(eligible, open_paths, cursor):
+    """Round-robin shallow -> deep: the first open layer at or after `cursor`, and the next cursor.
+
+    >>> next_open_layer(["a", "b", "c"], ["a", "c"], 1)
+    ('c', 3)
+    """
+    start = cursor % len(eligible)
+    path = next(p for p in eligible[start:] + eligible[:start] if p in open_paths)
+    return path, eligible.index(path) + 1
+
+
 def _seed_step(seed, step):
     keras.utils.set_random_seed(int(seed) * 1000 + int(step))
 
@@ -127,6 +138,23 @@ def distil(student, teacher, data, config, epochs, seed):
     finally:
         for layer, flag in trainable_flags:
             layer.trainable = flag
+
+
+def distil_keep_better(student, teacher, data, config, epochs, seed):
+    """Distil, then keep whichever of the weights before/after scores better on validation.
+
+    Distillation can make a student worse (e.g. a learning rate too high for a converged teacher);
+    the weights before it are then the better student by the same measure, so they are restored.
+    Returns `(logs, val_accuracy_before, val_accuracy_after_distillation, kept_distillation)`.
+    """
+    weights_before = student.get_weights()
+    acc_before = accuracy(student, data.x_validation, data.y_validation)
+    logs = distil(student, teacher, data, config, epochs, seed=seed)
+    acc_after = accuracy(student, data.x_validation, data.y_validation)
+    kept = not (acc_before is not None and acc_after is not None and acc_after < acc_before)
+    if not kept:
+        student.set_weights(weights_before)
+    return logs, acc_before, acc_after, kept
 
 
 def _distil(student, teacher, data, config, epochs, seed):
@@ -222,11 +250,8 @@ def compress(model, data, config, output_dir, resume=False, log=print):
         if config.order == "all-at-once":
             group = open_paths
         else:
-            # Round-robin shallow -> deep: the first open layer at or after the cursor.
-            cursor = state.get("cursor", 0) % len(eligible)
-            ordered = eligible[cursor:] + eligible[:cursor]
-            group = [next(p for p in ordered if p in open_paths)]
-            state["cursor"] = eligible.index(group[0]) + 1
+            path, state["cursor"] = next_open_layer(eligible, open_paths, state.get("cursor", 0))
+            group = [path]
 
         t0 = time.time()
         _seed_step(config.seed, step)
@@ -254,16 +279,10 @@ def compress(model, data, config, output_dir, resume=False, log=print):
             continue
 
         student = factorize_model(current, factors)
-        acc_before_tuning = accuracy(student, data.x_validation, data.y_validation)
-        surgery_weights = student.get_weights()
-        logs = distil(student, current, data, config, config.epochs_per_step, seed=config.seed * 1000 + step)
-        val_acc = accuracy(student, data.x_validation, data.y_validation)
-        kept_fine_tuning = True
-        if val_acc is not None and acc_before_tuning is not None and val_acc < acc_before_tuning:
-            # Distillation made it worse on validation (e.g. a learning rate too high for a converged
-            # teacher): keep the surgery-only weights, which are the better student by the same measure.
-            student.set_weights(surgery_weights)
-            val_acc, kept_fine_tuning = acc_before_tuning, False
+        logs, acc_before_tuning, acc_tuned, kept_fine_tuning = distil_keep_better(
+            student, current, data, config, config.epochs_per_step, seed=config.seed * 1000 + step
+        )
+        val_acc = acc_tuned if kept_fine_tuning else acc_before_tuning
         drop = None if base_acc is None or val_acc is None else base_acc - val_acc
         record.update(
             params_after=int(student.count_params()),
@@ -304,17 +323,11 @@ def compress(model, data, config, output_dir, resume=False, log=print):
     log(f"stopped: {state['stopped']}")
     if config.final_epochs > 0 and state["accepted_step"] > 0 and not state.get("final_done"):
         _seed_step(config.seed, 10_000)
-        before_weights = current.get_weights()
-        acc_before = accuracy(current, data.x_validation, data.y_validation)
-        distil(current, model, data, config, config.final_epochs, seed=config.seed)
-        acc_after = accuracy(current, data.x_validation, data.y_validation)
-        if acc_before is not None and acc_after is not None and acc_after < acc_before:
-            current.set_weights(before_weights)  # same rule as in the steps: keep the better on validation
+        _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs, seed=config.seed)
         log(f"final distillation from the original teacher: val acc {acc_before} -> {acc_after}")
         save_model(current, run.checkpoint_path(state["accepted_step"]))
         state["final_done"] = True
-        state["final_distillation"] = {"val_accuracy_before": acc_before, "val_accuracy_after": acc_after,
-                                       "kept": not (acc_after is not None and acc_before is not None and acc_after < acc_before)}
+        state["final_distillation"] = {"val_accuracy_before": acc_before, "val_accuracy_after": acc_after, "kept": kept}
         run.save_state(state)
 
     report = build_report(model, current, data, state)
