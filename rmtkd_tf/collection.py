@@ -27,6 +27,8 @@ import tensorflow as tf
 from rmtkd_tf.errors import NonFiniteActivationError, RMTKDError
 from rmtkd_tf.model_walk import (
     composite_parts,
+    dense_matrix_shape,
+    is_attention_input_projection,
     is_attention_output_projection,
     is_graph_model,
     iter_factorizable_layers,
@@ -150,12 +152,15 @@ class _LayerHook:
             self.recording,
             self.weights_provider,
         )
+        flatten_heads = is_attention_input_projection(layer)
 
         def hooked_call(inputs, *args, **kwargs):
             pre_activation = original_call(inputs, *args, **kwargs)
             outputs = pre_activation
             if layer_kind(layer) == "conv2d" and getattr(layer, "data_format", "channels_last") == "channels_first":
                 outputs = tf.experimental.numpy.moveaxis(outputs, 1, -1)
+            if flatten_heads:  # (..., heads, head_dim) -> (..., heads * head_dim): one sample per token
+                outputs = tf.reshape(outputs, tf.concat([tf.shape(outputs)[:-2], [-1]], axis=0))
             weights = tf.cast(recording, tf.float64)
             extra = weights_provider(inputs) if weights_provider is not None else None
             if extra is not None:
@@ -215,16 +220,16 @@ def _output_width(layer):
         return int(layer.units)
     if hasattr(layer, "filters"):
         return int(layer.filters)
-    if is_attention_output_projection(layer):
-        return int(layer.kernel.shape[-1])
+    if is_attention_output_projection(layer) or is_attention_input_projection(layer):
+        return dense_matrix_shape(layer)[1]
     raise RMTKDError(f"cannot collect activations of layer '{layer.name}' ({type(layer).__name__})")
 
 
 def candidate_layers(model, layers=None, include_outputs=True):
     """`[(path, layer)]` of the factorizable layers of `model`, optionally restricted to `layers` (paths).
 
-    Transformer encoders contribute their parts (`<encoder path>/ffn_intermediate`,
-    `<encoder path>/attention_output`), not themselves.
+    Transformer encoders contribute their parts (`<encoder path>/attention_query`,
+    ..., `<encoder path>/ffn_output`; see `rmtkd_tf.transformers`), not themselves.
 
     With `include_outputs=False` the layers producing the model outputs (the
     classifier head) are left out unless named in `layers`: squeezing the

@@ -7,9 +7,10 @@ on a teacher can be matched to the layers of its clone.
 
 Some graph layers are *composite*: RMT-KD reduces layers inside them. A
 keras-hub `TransformerEncoder` at `"bert_backbone/transformer_layer_0"` has
-the parts `".../transformer_layer_0/ffn_intermediate"` (FFN expansion) and
-`".../transformer_layer_0/attention_output"` (attention output projection);
-see `rmtkd_tf.transformers`. `iter_factorizable_layers` yields those parts in
+the parts `".../transformer_layer_0/attention_query"` (and `attention_key`,
+`attention_value`: the attention input projections), `attention_output`,
+`ffn_intermediate` (FFN expansion) and `ffn_output` (FFN contraction); see
+`rmtkd_tf.transformers`. `iter_factorizable_layers` yields those parts in
 place of their encoder.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import sys
 
 import keras
+import numpy as np
 
 FACTORIZABLE_TYPES = ("Dense", "Conv2D", "LowRankDense", "LowRankConv2D")
 
@@ -79,12 +81,18 @@ def output_layers(model):
 def layer_kind(layer):
     """`"dense"`, `"conv2d"` or None for layers RMT-KD does not factorize.
 
-    An `EinsumDense` `"abcd,cde->abe"` (a multi-head attention output projection:
-    a Dense over the flattened `(heads, head_dim)` axes) counts as `"dense"`.
+    The `EinsumDense` layers of multi-head attention count as `"dense"`: the
+    output projection `"abcd,cde->abe"` is a Dense over the flattened
+    `(heads, head_dim)` axes, and the query/key/value projections
+    `"abc,cde->abde"` are Denses whose output is reshaped to `(heads, head_dim)`.
     """
     from rmtkd_tf.layers import LowRankConv2D, LowRankDense
 
-    if isinstance(layer, (keras.layers.Dense, LowRankDense)) or is_attention_output_projection(layer):
+    if (
+        isinstance(layer, (keras.layers.Dense, LowRankDense))
+        or is_attention_output_projection(layer)
+        or is_attention_input_projection(layer)
+    ):
         return "dense"
     if isinstance(layer, (keras.layers.Conv2D, LowRankConv2D)):
         return "conv2d"
@@ -101,6 +109,30 @@ def is_attention_output_projection(layer):
         and layer.equation == ATTENTION_OUTPUT_EQUATION
         and getattr(layer, "bias_axes", None) in (None, "e")
     )
+
+
+ATTENTION_INPUT_EQUATION = "abc,cde->abde"
+
+
+def is_attention_input_projection(layer):
+    """True for an `EinsumDense` `(..., hidden) -> (..., heads, head_dim)` (query/key/value), bias on both output axes."""
+    return (
+        isinstance(layer, keras.layers.EinsumDense)
+        and layer.equation == ATTENTION_INPUT_EQUATION
+        and getattr(layer, "bias_axes", None) in (None, "de")
+    )
+
+
+def dense_matrix_shape(layer):
+    """`(fan_in, units)`: the Dense/Conv2D (or attention `EinsumDense`) kernel seen as a matrix.
+
+    The output width `units` is the last kernel axis, except for the attention
+    input projections, whose `(heads, head_dim)` output axes flatten into it.
+    """
+    shape = tuple(int(s) for s in layer.kernel.shape)
+    if is_attention_input_projection(layer):
+        return shape[0], int(np.prod(shape[1:]))
+    return int(np.prod(shape[:-1])), shape[-1]
 
 
 def find_layer(model, path):

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from rmtkd_tf.factorization import leading_eigenvectors, low_rank_parameter_count
+from rmtkd_tf.model_walk import dense_matrix_shape
 from rmtkd_tf.surgery import LayerFactors, unsupported_reason
 
 
@@ -50,9 +51,7 @@ def layer_geometry(layer):
         fan_in = int(np.prod(down_shape[:-1]))
         units = int(getattr(layer, "units", None) or layer.filters)
     else:
-        kernel_shape = tuple(layer.kernel.shape)
-        fan_in = int(np.prod(kernel_shape[:-1]))
-        units = int(kernel_shape[-1])
+        fan_in, units = dense_matrix_shape(layer)
     return fan_in, units, int(layer.count_params())
 
 

@@ -8,8 +8,8 @@ weights. Nested models, residual connections, BatchNorm and shared layers are
 handled by `keras.models.clone_model(recursive=True)`, which keeps layer names
 (so layer paths stay stable) and clones a shared layer once.
 
-Parts of a keras-hub transformer encoder (paths `<encoder>/ffn_intermediate`,
-`<encoder>/attention_output`) are factorized by cloning the encoder as a
+Parts of a keras-hub transformer encoder (paths `<encoder>/attention_query`,
+`<encoder>/ffn_intermediate`, ...) are factorized by cloning the encoder as a
 `rmtkd_tf.transformers.LowRankTransformerEncoder` with those ranks; its other
 sublayers get the encoder's weights.
 """
@@ -26,6 +26,7 @@ from rmtkd_tf.factorization import project_kernel
 from rmtkd_tf.layers import LowRankConv2D, LowRankDense
 from rmtkd_tf.model_walk import (
     composite_parts,
+    is_attention_input_projection,
     is_attention_output_projection,
     is_graph_model,
     iter_factorizable_layers,
@@ -47,9 +48,15 @@ class LayerFactors:
 
 
 def effective_kernel(layer):
-    """`(kernel, bias)` of a Dense/Conv2D layer as float64 NumPy arrays (bias may be None)."""
+    """`(kernel, bias)` of a Dense/Conv2D layer as float64 NumPy arrays (bias may be None).
+
+    The kernel's last axis is the output width; an attention input projection's
+    `(hidden, heads, head_dim)` kernel is returned as `(hidden, heads * head_dim)`.
+    """
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    bias = None if layer.bias is None else keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
+    bias = None if layer.bias is None else keras.ops.convert_to_numpy(layer.bias).astype(np.float64).reshape(-1)
+    if is_attention_input_projection(layer):
+        kernel = kernel.reshape(kernel.shape[0], -1)
     return kernel, bias
 
 
@@ -81,6 +88,11 @@ def _low_rank_replacement(layer, rank):
         from rmtkd_tf.transformers.low_rank_encoder import LowRankAttentionOutput
 
         return LowRankAttentionOutput(units=int(layer.kernel.shape[-1]), **common)
+    if is_attention_input_projection(layer):
+        from rmtkd_tf.transformers.low_rank_encoder import LowRankAttentionProjection
+
+        _, heads, head_dim = tuple(layer.kernel.shape)
+        return LowRankAttentionProjection(num_heads=heads, head_dim=head_dim, **common)
     if layer_kind(layer) == "dense":
         return LowRankDense(units=config["units"], **common)
     return LowRankConv2D(
@@ -180,7 +192,7 @@ def _set_factorized_weights(layer, new_layer, layer_factors):
         # so down' = down·V, up' = Vᵀ·up, bias' = μ_z (I − V Vᵀ)·up + bias.
         down_kernel = keras.ops.convert_to_numpy(layer.down_kernel).astype(np.float64)
         up_kernel = keras.ops.convert_to_numpy(layer.up_kernel).astype(np.float64).reshape(layer.rank, -1)
-        bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
+        bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64).reshape(-1)
         down, up_z, bias_z = project_kernel(down_kernel, None, layer_factors.mean, layer_factors.basis)
         up, new_bias = up_z @ up_kernel, bias_z @ up_kernel + bias
     else:
@@ -190,4 +202,4 @@ def _set_factorized_weights(layer, new_layer, layer_factors):
     dtype = new_layer.down_kernel.dtype
     new_layer.down_kernel.assign(down.astype(dtype))
     new_layer.up_kernel.assign(up.astype(dtype))
-    new_layer.bias.assign(new_bias.astype(dtype))
+    new_layer.bias.assign(new_bias.reshape(tuple(new_layer.bias.shape)).astype(dtype))

@@ -14,7 +14,9 @@ from rmtkd_tf.selection import decide_ranks
 from rmtkd_tf.spectral import get_rank_rule
 from rmtkd_tf.surgery import LayerFactors, factorize_model
 from rmtkd_tf.transformers import (
+    ENCODER_PARTS,
     LowRankAttentionOutput,
+    LowRankAttentionProjection,
     encoder_flops,
     LowRankTransformerEncoder,
     bert_classifier,
@@ -43,7 +45,7 @@ def token_batch(n, seed=0, min_length=3):
     return {"token_ids": ids, "padding_mask": mask, "segment_ids": np.zeros_like(ids)}
 
 
-def all_factors(statistics, rank=None, parts=("ffn_intermediate", "attention_output")):
+def all_factors(statistics, rank=None, parts=ENCODER_PARTS):
     factors = {}
     for path, stats in statistics.items():
         if path.rsplit("/", 1)[-1] in parts:
@@ -55,11 +57,9 @@ def all_factors(statistics, rank=None, parts=("ffn_intermediate", "attention_out
 def test_candidates_are_the_encoder_parts_and_the_head():
     model = tiny_bert_classifier()
     paths = [p for p, _ in candidate_layers(model)]
-    assert paths == [
-        ENCODER.format(0) + "/ffn_intermediate", ENCODER.format(0) + "/attention_output",
-        ENCODER.format(1) + "/ffn_intermediate", ENCODER.format(1) + "/attention_output",
-        "logits",
-    ]
+    parts = ["attention_query", "attention_key", "attention_value", "attention_output", "ffn_intermediate",
+             "ffn_output"]
+    assert paths == [ENCODER.format(i) + "/" + part for i in (0, 1) for part in parts] + ["logits"]
     assert [p for p, _ in candidate_layers(model, include_outputs=False)] == paths[:-1]
 
 
@@ -89,7 +89,10 @@ def test_full_rank_surgery_keeps_outputs_and_round_trips(tmp_path):
     assert kinds[ENCODER.format(0)] == kinds[ENCODER.format(1)] == "LowRankTransformerEncoder"
     encoder = dict(iter_graph_layers(student))[ENCODER.format(0)]
     assert isinstance(encoder_parts(encoder)["attention_output"], LowRankAttentionOutput)
-    assert encoder_ranks(encoder) == {"ffn_intermediate": 32, "attention_output": 16}
+    assert isinstance(encoder_parts(encoder)["attention_key"], LowRankAttentionProjection)
+    full_ranks = {"attention_query": 16, "attention_key": 16, "attention_value": 16, "attention_output": 16,
+                  "ffn_intermediate": 32, "ffn_output": 16}
+    assert encoder_ranks(encoder) == full_ranks
     expected = model.predict(x, verbose=0)
     np.testing.assert_allclose(student.predict(x, verbose=0), expected, atol=1e-5)
     # The teacher is untouched and shares no variables with the student.
@@ -100,7 +103,7 @@ def test_full_rank_surgery_keeps_outputs_and_round_trips(tmp_path):
     reloaded = keras.models.load_model(path)
     reloaded_encoder = dict(iter_graph_layers(reloaded))[ENCODER.format(1)]
     assert type(reloaded_encoder).__name__ == "LowRankTransformerEncoder"
-    assert encoder_ranks(reloaded_encoder) == {"ffn_intermediate": 32, "attention_output": 16}
+    assert encoder_ranks(reloaded_encoder) == full_ranks
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-5)
 
 
@@ -155,7 +158,8 @@ def test_padding_tokens_are_excluded_from_the_covariance():
     first = collect_activations(model, x, batch_size=16)
     second = collect_activations(model, other, batch_size=16)
     n_real = int(x["padding_mask"].sum())
-    for path in (ENCODER.format(0) + "/ffn_intermediate", ENCODER.format(1) + "/attention_output"):
+    for path in (ENCODER.format(0) + "/ffn_intermediate", ENCODER.format(1) + "/attention_output",
+                 ENCODER.format(1) + "/attention_query", ENCODER.format(0) + "/ffn_output"):
         assert first[path].n_samples == second[path].n_samples == n_real
         np.testing.assert_allclose(first[path].mean, second[path].mean, atol=1e-5)
         np.testing.assert_allclose(first[path].covariance, second[path].covariance, atol=1e-5)
@@ -173,6 +177,18 @@ def test_padding_tokens_are_excluded_from_the_covariance():
     stats = first[ENCODER.format(0) + "/ffn_intermediate"]
     np.testing.assert_allclose(stats.mean, hidden.mean(0), atol=1e-4)
     np.testing.assert_allclose(stats.covariance, np.cov(hidden.T, bias=True), atol=1e-4)
+    # The query projection's (heads, head_dim) outputs are one 16-wide sample per real token.
+    query = encoder._self_attention_layer._query_dense
+    captured_query = []
+    query_call = query.call
+    query.call = lambda inputs, **kw: captured_query.append(keras.ops.convert_to_numpy(inputs)) or query_call(inputs, **kw)
+    try:
+        model(x, training=False)
+    finally:
+        del query.call
+    kernel = query.kernel.numpy().reshape(16, -1)
+    q = captured_query[-1][x["padding_mask"] == 1] @ kernel + query.bias.numpy().reshape(-1)
+    np.testing.assert_allclose(first[ENCODER.format(0) + "/attention_query"].covariance, np.cov(q.T, bias=True), atol=1e-4)
     # Hooks are gone afterwards: the encoder and its sublayers use their class's call again.
     assert "call" not in vars(encoder) and "call" not in vars(dense)
 
@@ -185,9 +201,11 @@ def test_encoder_flops_count_dense_sublayers_at_every_token():
     student = factorize_model(model, {
         ENCODER.format(0) + "/ffn_intermediate": LayerFactors(np.eye(32)[:, :4], np.zeros(32)),
         ENCODER.format(0) + "/attention_output": LayerFactors(np.eye(16)[:, :3], np.zeros(16)),
+        ENCODER.format(0) + "/attention_value": LayerFactors(np.eye(16)[:, :5], np.zeros(16)),
+        ENCODER.format(0) + "/ffn_output": LayerFactors(np.eye(16)[:, :6], np.zeros(16)),
     })
     student_encoder = dict(iter_graph_layers(student))[ENCODER.format(0)]
-    factorized = 3 * 16 * 16 + (16 * 3 + 3 * 16) + (16 * 4 + 4 * 32) + 32 * 16
+    factorized = 2 * 16 * 16 + (16 * 5 + 5 * 16) + (16 * 3 + 3 * 16) + (16 * 4 + 4 * 32) + (32 * 6 + 6 * 16)
     assert encoder_flops(student_encoder) == SEQ_LEN * 2 * factorized
     assert encoder_flops(model.get_layer("logits")) == 0
 

@@ -1,11 +1,12 @@
 """Transformer support: RMT-KD inside keras-hub `TransformerEncoder` blocks (BERT and the like).
 
 Importing `rmtkd_tf` imports this package, which registers `LowRankTransformerEncoder`,
-`LowRankAttentionOutput` and `MaskedMeanPooling`, so `.keras` teachers and students reload with
+`LowRankAttentionProjection`, `LowRankAttentionOutput` and `MaskedMeanPooling`, so `.keras` teachers and students reload with
 `keras.models.load_model`.
 
 - `low_rank_encoder`: the factorized encoder and the names of its parts
-  (`ffn_intermediate`, `attention_output`).
+  (`attention_query`, `attention_key`, `attention_value`, `attention_output`,
+  `ffn_intermediate`, `ffn_output`).
 - `padding`: padding tokens excluded from the parts' covariances.
 - `bert`: pretrained keras-hub BERT backbones, a classifier head, the vocabulary-beside-the-model convention.
 - `text`: `encode_texts`, raw strings to `token_ids` / `padding_mask` / `segment_ids`.
@@ -27,8 +28,14 @@ from rmtkd_tf.transformers.bert import (
 from rmtkd_tf.transformers.flops import encoder_flops
 from rmtkd_tf.transformers.low_rank_encoder import (
     ATTENTION_OUTPUT_PART,
+    ENCODER_PARTS,
+    FEEDFORWARD_OUTPUT_PART,
     FEEDFORWARD_PART,
+    KEY_PART,
+    QUERY_PART,
+    VALUE_PART,
     LowRankAttentionOutput,
+    LowRankAttentionProjection,
     LowRankTransformerEncoder,
     encoder_parts,
     encoder_ranks,
@@ -52,8 +59,14 @@ __all__ = [
     "save_vocabulary",
     "tokenizer_for_model",
     "vocabulary_path",
+    "ENCODER_PARTS",
+    "FEEDFORWARD_OUTPUT_PART",
     "FEEDFORWARD_PART",
+    "KEY_PART",
+    "QUERY_PART",
+    "VALUE_PART",
     "LowRankAttentionOutput",
+    "LowRankAttentionProjection",
     "LowRankTransformerEncoder",
     "PaddingMaskStash",
     "encoder_parts",

@@ -1,18 +1,26 @@
 """`LowRankTransformerEncoder`: a keras-hub `TransformerEncoder` with factorized inner layers.
 
-RMT-KD reduces a transformer inside its encoder blocks, where the width lives:
+RMT-KD reduces a transformer inside its encoder blocks, where the width lives.
+Its parts, in the order a token meets them:
 
+- `"attention_query"`, `"attention_key"`, `"attention_value"`: the attention
+  input projections `hidden -> heads x head_dim` (`EinsumDense`), replaced by
+  a `LowRankAttentionProjection` `hidden -> k -> heads x head_dim`;
+- `"attention_output"`: the attention output projection `heads x head_dim -> hidden`
+  (the `MultiHeadAttention`'s `_output_dense`), replaced by a
+  `LowRankAttentionOutput` `heads x head_dim -> k -> hidden`;
 - `"ffn_intermediate"`: the feed-forward expansion `hidden -> intermediate`
   (`_feedforward_intermediate_dense`, 384 -> 1536 in MiniLM-L6), replaced by a
   `LowRankDense` `hidden -> k -> intermediate` (the activation stays after it);
-- `"attention_output"`: the attention output projection `heads x head_dim -> hidden`
-  (the `MultiHeadAttention`'s `_output_dense`), replaced by a
-  `LowRankAttentionOutput` `heads x head_dim -> k -> hidden`.
+- `"ffn_output"`: the feed-forward contraction `intermediate -> hidden`
+  (`_feedforward_output_dense`), replaced by a `LowRankDense`
+  `intermediate -> k -> hidden`.
 
-The ranks are constructor arguments recorded in `get_config()`, and `build()`
-creates the factorized sublayers, so a `.keras` file reloads into the same
-structure (after `import rmtkd_tf`, which registers the class). Every other
-sublayer, its name and its weights layout are those of `TransformerEncoder`.
+Each part is analysed on its own output (pre-activation) covariance, tokens as
+samples. The ranks are constructor arguments recorded in `get_config()`, and
+`build()` creates the factorized sublayers, so a `.keras` file reloads into the
+same structure (after `import rmtkd_tf`, which registers the class). Every
+other sublayer, its name and its weights layout are those of `TransformerEncoder`.
 
 `encoder_parts(layer)` names the factorizable sublayers of any encoder, dense
 or factorized; model walking, activation collection and surgery use it.
@@ -26,12 +34,30 @@ from keras import ops
 
 from rmtkd_tf.layers import LowRankDense
 
-# Part name -> (config argument holding its rank, how to reach the sublayer).
-FEEDFORWARD_PART = "ffn_intermediate"
+QUERY_PART = "attention_query"
+KEY_PART = "attention_key"
+VALUE_PART = "attention_value"
 ATTENTION_OUTPUT_PART = "attention_output"
+FEEDFORWARD_PART = "ffn_intermediate"
+FEEDFORWARD_OUTPUT_PART = "ffn_output"
+# Part name -> the constructor argument holding its rank, in the order a token meets the parts.
 PART_RANK_ARGUMENTS = {
-    FEEDFORWARD_PART: "feedforward_rank",
+    QUERY_PART: "query_rank",
+    KEY_PART: "key_rank",
+    VALUE_PART: "value_rank",
     ATTENTION_OUTPUT_PART: "attention_output_rank",
+    FEEDFORWARD_PART: "feedforward_rank",
+    FEEDFORWARD_OUTPUT_PART: "feedforward_output_rank",
+}
+ENCODER_PARTS = tuple(PART_RANK_ARGUMENTS)
+# Part name -> (attribute path from the encoder to the owner of the sublayer, attribute of the sublayer).
+_PART_LOCATIONS = {
+    QUERY_PART: ("_self_attention_layer", "_query_dense"),
+    KEY_PART: ("_self_attention_layer", "_key_dense"),
+    VALUE_PART: ("_self_attention_layer", "_value_dense"),
+    ATTENTION_OUTPUT_PART: ("_self_attention_layer", "_output_dense"),
+    FEEDFORWARD_PART: (None, "_feedforward_intermediate_dense"),
+    FEEDFORWARD_OUTPUT_PART: (None, "_feedforward_output_dense"),
 }
 
 
@@ -46,15 +72,18 @@ def encoder_parts(layer):
     >>> import numpy as np
     >>> encoder = keras_hub.layers.TransformerEncoder(intermediate_dim=8, num_heads=2)
     >>> _ = encoder(np.zeros((1, 3, 4), "float32"))
-    >>> {part: type(sub).__name__ for part, sub in encoder_parts(encoder).items()}
-    {'ffn_intermediate': 'Dense', 'attention_output': 'EinsumDense'}
+    >>> {part: type(sub).__name__ for part, sub in encoder_parts(encoder).items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'attention_query': 'EinsumDense', 'attention_key': 'EinsumDense', 'attention_value': 'EinsumDense',
+     'attention_output': 'EinsumDense', 'ffn_intermediate': 'Dense', 'ffn_output': 'Dense'}
     """
     if not is_transformer_encoder(layer) or not layer.built:
         return None
-    return {
-        FEEDFORWARD_PART: layer._feedforward_intermediate_dense,
-        ATTENTION_OUTPUT_PART: layer._self_attention_layer._output_dense,
-    }
+    return {part: getattr(_part_owner(layer, part), attribute) for part, (_, attribute) in _PART_LOCATIONS.items()}
+
+
+def _part_owner(encoder, part):
+    owner_attribute = _PART_LOCATIONS[part][0]
+    return encoder if owner_attribute is None else getattr(encoder, owner_attribute)
 
 
 def encoder_ranks(layer):
@@ -100,6 +129,59 @@ class LowRankAttentionOutput(LowRankDense):
         return tuple(input_shape[:-2]) + (self.units,)
 
 
+@keras.saving.register_keras_serializable(package="rmtkd_tf")
+class LowRankAttentionProjection(LowRankDense):
+    """An attention input projection `(..., hidden) -> (..., heads, head_dim)` through `rank` features.
+
+    Replaces the query/key/value `EinsumDense` of multi-head attention:
+    `down_kernel` has shape `(hidden, rank)`, `up_kernel` `(rank, heads,
+    head_dim)` and the bias `(heads, head_dim)`, so the output has the layout the
+    attention expects. As a matrix it is a `LowRankDense` with
+    `units = heads * head_dim`.
+
+    >>> import numpy as np
+    >>> layer = LowRankAttentionProjection(num_heads=3, head_dim=4, rank=2)
+    >>> tuple(layer(np.ones((1, 5, 6), "float32")).shape), layer.units
+    ((1, 5, 3, 4), 12)
+    """
+
+    def __init__(self, num_heads, head_dim, rank, **kwargs):
+        kwargs.pop("units", None)  # derived: heads * head_dim
+        super().__init__(units=int(num_heads) * int(head_dim), rank=rank, **kwargs)
+        self.num_heads = int(num_heads)
+        self.head_dim = int(head_dim)
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        self.down_kernel = self.add_weight(
+            name="down_kernel", shape=(input_dim, self.rank), initializer=self.kernel_initializer
+        )
+        self.up_kernel = self.add_weight(
+            name="up_kernel", shape=(self.rank, self.num_heads, self.head_dim), initializer=self.kernel_initializer
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.num_heads, self.head_dim), initializer=self.bias_initializer)
+            if self.use_bias
+            else None
+        )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
+
+    def expand(self, hidden):
+        outputs = ops.einsum("...k,khd->...hd", hidden, self.up_kernel)
+        if self.bias is not None:
+            outputs = ops.add(outputs, self.bias)
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_heads, self.head_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("units")
+        config.update(num_heads=self.num_heads, head_dim=self.head_dim)
+        return config
+
+
 def _clone_initializer(initializer):
     # A fresh initializer object per sublayer, as keras-hub does (same config, new seed state).
     return initializer.__class__.from_config(initializer.get_config())
@@ -115,75 +197,102 @@ def _replace_sublayer(owner, attribute, new_layer):
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
 class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
-    """A `keras_hub.layers.TransformerEncoder` whose FFN expansion and/or attention output are factorized.
+    """A `keras_hub.layers.TransformerEncoder` whose attention and/or FFN layers are factorized.
 
     Args:
         intermediate_dim, num_heads, dropout, activation, layer_norm_epsilon,
             kernel_initializer, bias_initializer, normalize_first: as in
             `keras_hub.layers.TransformerEncoder`.
-        feedforward_rank: rank `k` of the FFN expansion `hidden -> k ->
-            intermediate_dim` (a `LowRankDense`, activation after it), or None
-            to keep it dense.
+        query_rank, key_rank, value_rank: ranks of the attention input
+            projections `hidden -> k -> heads x head_dim`
+            (`LowRankAttentionProjection`), or None to keep them dense.
         attention_output_rank: rank of the attention output projection
             `heads x head_dim -> k -> hidden` (a `LowRankAttentionOutput`), or
             None to keep it dense.
+        feedforward_rank: rank `k` of the FFN expansion `hidden -> k ->
+            intermediate_dim` (a `LowRankDense`, activation after it), or None
+            to keep it dense.
+        feedforward_output_rank: rank of the FFN contraction
+            `intermediate_dim -> k -> hidden` (a `LowRankDense`), or None.
 
     Example:
 
     >>> import numpy as np
-    >>> encoder = LowRankTransformerEncoder(intermediate_dim=32, num_heads=2, feedforward_rank=4)
+    >>> encoder = LowRankTransformerEncoder(intermediate_dim=32, num_heads=2, feedforward_rank=4, query_rank=3)
     >>> tuple(encoder(np.zeros((2, 5, 16), "float32"), padding_mask=np.ones((2, 5), bool)).shape)
     (2, 5, 16)
     >>> type(encoder_parts(encoder)["ffn_intermediate"]).__name__, encoder_ranks(encoder)
-    ('LowRankDense', {'ffn_intermediate': 4})
+    ('LowRankDense', {'attention_query': 3, 'ffn_intermediate': 4})
     """
 
-    def __init__(self, intermediate_dim, num_heads, feedforward_rank=None, attention_output_rank=None, **kwargs):
+    def __init__(
+        self,
+        intermediate_dim,
+        num_heads,
+        feedforward_rank=None,
+        attention_output_rank=None,
+        query_rank=None,
+        key_rank=None,
+        value_rank=None,
+        feedforward_output_rank=None,
+        **kwargs,
+    ):
         super().__init__(intermediate_dim, num_heads, **kwargs)
-        self.feedforward_rank = _check_rank(feedforward_rank, "feedforward_rank")
+        self.query_rank = _check_rank(query_rank, "query_rank")
+        self.key_rank = _check_rank(key_rank, "key_rank")
+        self.value_rank = _check_rank(value_rank, "value_rank")
         self.attention_output_rank = _check_rank(attention_output_rank, "attention_output_rank")
+        self.feedforward_rank = _check_rank(feedforward_rank, "feedforward_rank")
+        self.feedforward_output_rank = _check_rank(feedforward_output_rank, "feedforward_output_rank")
 
     @property
     def ranks(self):
         """`{part: rank or None}` for every factorizable part."""
-        return {FEEDFORWARD_PART: self.feedforward_rank, ATTENTION_OUTPUT_PART: self.attention_output_rank}
+        return {part: getattr(self, argument) for part, argument in PART_RANK_ARGUMENTS.items()}
 
     def build(self, inputs_shape):
         # The dense encoder first (every sublayer, named and ordered as keras-hub does), then the
         # factorized parts replace their dense counterparts before the layer is locked.
         super().build(inputs_shape)
-        if self.feedforward_rank is not None:
-            feedforward = LowRankDense(
-                units=self.intermediate_dim,
-                rank=self.feedforward_rank,
-                activation=self.activation,
-                kernel_initializer=_clone_initializer(self.kernel_initializer),
-                bias_initializer=_clone_initializer(self.bias_initializer),
-                dtype=self.dtype_policy,
-                name="feedforward_intermediate_dense",
-            )
-            feedforward.build(inputs_shape)
-            _replace_sublayer(self, "_feedforward_intermediate_dense", feedforward)
-        if self.attention_output_rank is not None:
-            attention = self._self_attention_layer
-            dense_output = attention._output_dense
-            heads, head_dim = tuple(dense_output.kernel.shape)[:2]
-            projection = LowRankAttentionOutput(
-                units=int(inputs_shape[-1]),
-                rank=self.attention_output_rank,
-                kernel_initializer=_clone_initializer(self.kernel_initializer),
-                bias_initializer=_clone_initializer(self.bias_initializer),
-                dtype=self.dtype_policy,
-                name=dense_output.name,
-            )
-            with keras.name_scope(attention.name, caller=attention):  # variable paths as in the dense encoder
-                projection.build(tuple(inputs_shape[:-1]) + (heads, head_dim))
-            _replace_sublayer(attention, "_output_dense", projection)
+        for part, rank in self.ranks.items():
+            if rank is None:
+                continue
+            owner = _part_owner(self, part)
+            _, attribute = _PART_LOCATIONS[part]
+            dense = getattr(owner, attribute)
+            replacement, input_shape = self._factorized_part(part, dense, rank, inputs_shape)
+            if owner is self:
+                replacement.build(input_shape)
+            else:
+                with keras.name_scope(owner.name, caller=owner):  # variable paths as in the dense encoder
+                    replacement.build(input_shape)
+            _replace_sublayer(owner, attribute, replacement)
         self.built = True
+
+    def _factorized_part(self, part, dense, rank, inputs_shape):
+        """`(unbuilt factorized layer, its input shape)` in place of the built dense sublayer `dense`."""
+        common = dict(
+            rank=rank,
+            kernel_initializer=_clone_initializer(self.kernel_initializer),
+            bias_initializer=_clone_initializer(self.bias_initializer),
+            dtype=self.dtype_policy,
+            name=dense.name,
+        )
+        hidden = int(inputs_shape[-1])
+        leading = tuple(inputs_shape[:-1])
+        if part in (QUERY_PART, KEY_PART, VALUE_PART):
+            _, heads, head_dim = tuple(dense.kernel.shape)
+            return LowRankAttentionProjection(num_heads=heads, head_dim=head_dim, **common), leading + (hidden,)
+        if part == ATTENTION_OUTPUT_PART:
+            heads, head_dim = tuple(dense.kernel.shape)[:2]
+            return LowRankAttentionOutput(units=hidden, **common), leading + (heads, head_dim)
+        if part == FEEDFORWARD_PART:
+            return LowRankDense(units=self.intermediate_dim, activation=self.activation, **common), leading + (hidden,)
+        return LowRankDense(units=hidden, **common), leading + (self.intermediate_dim,)
 
     def get_config(self):
         config = super().get_config()
-        config.update(feedforward_rank=self.feedforward_rank, attention_output_rank=self.attention_output_rank)
+        config.update({argument: getattr(self, argument) for argument in PART_RANK_ARGUMENTS.values()})
         return config
 
 
