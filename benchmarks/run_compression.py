@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = Path(__file__).resolve().parent
@@ -44,8 +46,11 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--seq-len", type=int, default=None, help="Text models: tokens per example.")
-    parser.add_argument("--order", default="shallow-to-deep", choices=["shallow-to-deep", "all-at-once"])
+    parser.add_argument("--order", default="shallow-to-deep", choices=["shallow-to-deep", "block-by-block", "all-at-once"])
     parser.add_argument("--test-limit", type=int, default=None, help="Score on this many test examples.")
+    parser.add_argument("--latency-seq-len", type=int, default=None,
+                        help="Text models: time teacher and student at this many tokens (same weights, "
+                             "rebuilt with rmtkd_tf.transformers.with_sequence_length); default: the model's.")
     args = parser.parse_args()
 
     from rmtkd_tf.bench.host import compare_tflite
@@ -90,13 +95,37 @@ def main():
                 model, path, precision=precision, representative_data=task.data.x_calibration,
                 verify_inputs=x_test, verify_labels=y_test,
             ).to_dict()
+    suffix, timed_x = "", x_test
+    timed = {"teacher": task.model, "student": student}
+    if args.latency_seq_len:
+        from rmtkd_tf.transformers import with_sequence_length
+
+        suffix = f"_seq{args.latency_seq_len}"
+        timed = {who: with_sequence_length(model, args.latency_seq_len) for who, model in timed.items()}
+        extra = args.latency_seq_len - x_test["token_ids"].shape[1]
+        timed_x = {k: np.pad(v, ((0, 0), (0, extra))) for k, v in x_test.items()}
+        calibration = {k: np.pad(v, ((0, 0), (0, extra))) for k, v in task.data.x_calibration.items()}
+        for who, model in timed.items():
+            for precision in ("fp32", "int8"):
+                path = run_dir / f"{who}_{precision}{suffix}.tflite"
+                print(f"export {path.name}", flush=True)
+                export_tflite(model, path, precision=precision, representative_data=calibration,
+                              verify_inputs={k: v[:64] for k, v in timed_x.items()})
+    from rmtkd_tf.flops import model_flops
+
+    flops = {who: int(model_flops(model)) for who, model in timed.items()}
     latency = {}
     for precision in ("fp32", "int8"):
         print(f"latency {precision}", flush=True)
-        a, b = run_dir / f"teacher_{precision}.tflite", run_dir / f"student_{precision}.tflite"
+        a, b = run_dir / f"teacher_{precision}{suffix}.tflite", run_dir / f"student_{precision}{suffix}.tflite"
         cmp = compare_tflite(a, b, threads=1, warmup=20, runs=args.runs,
-                             inputs_a=_one_real_example(a, x_test), inputs_b=_one_real_example(b, x_test))
+                             inputs_a=_one_real_example(a, timed_x), inputs_b=_one_real_example(b, timed_x))
         latency[precision] = cmp.to_dict()
+        # The FLOP ratio bounds the speed-up a dense student can reach; report how much of it is realised.
+        latency[precision]["flop_ratio"] = flops["teacher"] / max(flops["student"], 1)
+        speedup = latency[precision]["ratios"].get("median_latency_a_over_b")
+        if speedup:
+            latency[precision]["speedup_over_flop_ratio"] = speedup / latency[precision]["flop_ratio"]
     result = {
         "name": args.name,
         "command": "python benchmarks/run_compression.py " + " ".join(sys.argv[1:]),
@@ -104,9 +133,21 @@ def main():
         "compression": report,
         "exports": exports,
         "host_latency": latency,
+        "latency_seq_len": args.latency_seq_len,
+        "flops_timed": flops,
+        "encoder_params": {who: _encoder_params(model) for who, model in (("teacher", task.model), ("student", student))},
     }
     write_json(HERE / "results" / f"{args.name}.json", result)
     print(json.dumps({k: result["compression"][k] for k in ("param_reduction", "flop_reduction", "stopped")}, indent=1))
+
+
+def _encoder_params(model):
+    """Parameters inside transformer encoder blocks (what issue #5's bar counts), or None for other models."""
+    from rmtkd_tf.model_walk import iter_graph_layers
+    from rmtkd_tf.transformers import is_transformer_encoder
+
+    encoders = [layer for _, layer in iter_graph_layers(model) if is_transformer_encoder(layer)]
+    return sum(layer.count_params() for layer in encoders) if encoders else None
 
 
 def _one_real_example(path, x_test):

@@ -150,7 +150,8 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--target-params", type=float, default=None, help="Stop once params <= this fraction of the original (e.g. 0.2).")
 @click.option("--max-drop", type=float, default=1.0, show_default=True, help="Max validation accuracy drop (points); worse steps roll back.")
 @click.option("--min-rank-ratio", type=float, default=0.02, show_default=True, help="Never reduce a layer below this k/d.")
-@click.option("--order", type=click.Choice(["shallow-to-deep", "all-at-once"]), default="shallow-to-deep", show_default=True)
+@click.option("--order", type=click.Choice(["shallow-to-deep", "block-by-block", "all-at-once"]), default="shallow-to-deep",
+              show_default=True, help="Layers per step: one; one transformer block's parts; all.")
 @click.option("--layers", default=None, help="Comma-separated layer paths to consider (default: all Dense/Conv2D).")
 @click.option("--epochs-per-step", type=int, default=1, show_default=True, help="Self-distillation epochs after each reduction (0: surgery only).")
 @click.option("--final-epochs", type=int, default=0, show_default=True, help="Distillation epochs from the original teacher at the end.")

@@ -36,10 +36,14 @@ from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import save_model, write_json
+from rmtkd_tf.model_walk import iter_graph_layers
 from rmtkd_tf.selection import decide_ranks
 from rmtkd_tf.surgery import factorize_model
 
 STATE_VERSION = 1
+# How the loop groups layers per step: one layer; the parts of one composite layer (a transformer
+# encoder block: its 6 projections) together, other layers alone; every open layer at once.
+ORDERS = ("shallow-to-deep", "block-by-block", "all-at-once")
 
 
 @dataclasses.dataclass
@@ -51,7 +55,7 @@ class CompressionConfig:
     target_params: float | None = None  # stop once params <= target_params * original
     min_rank_ratio: float = 0.02  # never below ceil(min_rank_ratio * d)
     max_drop: float = 1.0  # accuracy points (validation) allowed below the original
-    order: str = "shallow-to-deep"  # or "all-at-once"
+    order: str = "shallow-to-deep"  # or "block-by-block" (an encoder's parts together), "all-at-once"
     layers: list | None = None  # restrict to these layer paths
     include_output_layers: bool = False  # factorize the classifier head too
     max_steps: int = 50
@@ -65,8 +69,8 @@ class CompressionConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.order not in ("shallow-to-deep", "all-at-once"):
-            raise RMTKDError(f"order must be 'shallow-to-deep' or 'all-at-once', got {self.order!r}")
+        if self.order not in ORDERS:
+            raise RMTKDError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         if self.target_params is not None and not 0 < self.target_params <= 1:
             raise RMTKDError(f"target_params is a fraction of the original parameters in (0, 1], got {self.target_params}")
         if not 0 <= self.min_rank_ratio <= 1:
@@ -117,6 +121,17 @@ def next_open_layer(eligible, open_paths, cursor):
     start = cursor % len(eligible)
     path = next(p for p in eligible[start:] + eligible[:start] if p in open_paths)
     return path, eligible.index(path) + 1
+
+
+def _block_of(path, graph_paths):
+    """The composite layer (encoder block) owning the part at `path`, or None for a plain graph layer.
+
+    >>> _block_of("bert/transformer_layer_0/ffn_output", {"bert/transformer_layer_0"}), _block_of("dense", {"dense"})
+    ('bert/transformer_layer_0', None)
+    """
+    if path in graph_paths:
+        return None
+    return path.rpartition("/")[0]
 
 
 def _seed_step(seed, step):
@@ -201,6 +216,7 @@ def compress(model, data, config, output_dir, resume=False, log=print):
     rule = get_rank_rule(config.rank_rule, **(config.rule_params or {}))
     original_params = int(model.count_params())
     eligible = [p for p, _ in candidate_layers(model, config.layers, include_outputs=config.include_output_layers)]
+    graph_paths = {p for p, _ in iter_graph_layers(model)}
     if not eligible:
         raise RMTKDError("the model has no Dense or Conv2D layer to factorize")
 
@@ -252,6 +268,10 @@ def compress(model, data, config, output_dir, resume=False, log=print):
         else:
             path, state["cursor"] = next_open_layer(eligible, open_paths, state.get("cursor", 0))
             group = [path]
+            if config.order == "block-by-block" and _block_of(path, graph_paths) is not None:
+                block = _block_of(path, graph_paths)
+                group = [p for p in open_paths if _block_of(p, graph_paths) == block]
+                state["cursor"] = max(eligible.index(p) for p in group) + 1
 
         t0 = time.time()
         _seed_step(config.seed, step)

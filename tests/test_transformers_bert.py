@@ -205,3 +205,19 @@ def test_pretrained_minilm_embeds_related_sentences_closer():
     related = min(similarity[0, 1], similarity[2, 3])
     unrelated = max(similarity[0, 2], similarity[0, 3], similarity[1, 2], similarity[1, 3])
     assert related > 0.5 > 0.2 > unrelated
+
+
+@pytest.mark.slow
+def test_block_by_block_order_reduces_one_encoder_block_per_step(tmp_path):
+    data = write_sentiment_tsv(tmp_path / "toy", n_train=80, n_test=16)
+    model_path = tmp_path / "toy_bert.keras"
+    tiny_model().save(model_path)
+    save_vocabulary(tiny_tokenizer(), model_path)
+    task = load_task(model_path, data, log=lambda m: None)
+    config = CompressionConfig(max_steps=2, max_drop=100.0, batch_size=16, calibration_samples=64,
+                               rank_rule="fixed-ratio", rule_params={"ratio": 0.25}, order="block-by-block")
+    compress_task(task, config, tmp_path / "run", export_precision=None, log=lambda m: None)
+    steps = json.loads((tmp_path / "run" / "history.json").read_text())["steps"]
+    parts = ["attention_query", "attention_key", "attention_value", "attention_output", "ffn_intermediate", "ffn_output"]
+    for i, step in enumerate(steps):
+        assert step["layers"] == [f"bert_backbone/transformer_layer_{i}/{part}" for part in parts]

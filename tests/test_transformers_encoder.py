@@ -32,7 +32,7 @@ def tiny_bert_classifier(pooling="mean", seed=0):
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
-        max_sequence_length=SEQ_LEN, name="bert_backbone",
+        max_sequence_length=2 * SEQ_LEN, name="bert_backbone",
     )
     return bert_classifier(backbone, num_classes=3, sequence_length=SEQ_LEN, pooling=pooling, dropout=0.0)
 
@@ -228,3 +228,21 @@ def test_compressed_bert_exports_to_tflite_without_flex_ops(tmp_path):
     assert report.flex_ops == []
     assert report.verification["max_abs_err"] < 1e-4 and report.verification["top1_agreement"] == 1.0
     np.testing.assert_allclose(tflite_predict(report.path, x), student.predict(x, verbose=0), atol=1e-4)
+
+
+def test_with_sequence_length_keeps_weights_and_predictions_for_teacher_and_student():
+    from rmtkd_tf.transformers import with_sequence_length
+    from rmtkd_tf.transformers.bert import model_sequence_length
+
+    model = tiny_bert_classifier()
+    x = token_batch(24, seed=5)
+    statistics = collect_activations(model, x, batch_size=24)
+    student = factorize_model(model, all_factors(statistics, rank=4))
+    longer_x = {k: np.pad(v, ((0, 0), (0, 8))) for k, v in x.items()}  # 8 more padding tokens
+    for original in (model, student):
+        longer = with_sequence_length(original, SEQ_LEN + 8)
+        assert model_sequence_length(longer) == SEQ_LEN + 8
+        assert longer.count_params() == original.count_params()
+        np.testing.assert_allclose(longer.predict(longer_x, verbose=0), original.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="fixed-length"):
+        with_sequence_length(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), 8)

@@ -24,6 +24,7 @@ from rmtkd_tf.transformers.bert import (
     save_vocabulary,
     tokenizer_for_model,
     vocabulary_path,
+    with_sequence_length,
 )
 from rmtkd_tf.transformers.flops import encoder_flops
 from rmtkd_tf.transformers.low_rank_encoder import (
@@ -59,6 +60,7 @@ __all__ = [
     "save_vocabulary",
     "tokenizer_for_model",
     "vocabulary_path",
+    "with_sequence_length",
     "ENCODER_PARTS",
     "FEEDFORWARD_OUTPUT_PART",
     "FEEDFORWARD_PART",

@@ -161,6 +161,39 @@ def model_sequence_length(model):
     return None
 
 
+def with_sequence_length(model, sequence_length):
+    """A copy of a fixed-length text model (same weights) that takes `sequence_length` tokens.
+
+    A BERT's weights do not depend on the sequence length (positions come from
+    a table of `max_sequence_length` rows), so a model trained on 64 tokens can
+    be deployed, exported or timed at 128. Works for teachers and for
+    RMT-KD students (the factorized encoders are rebuilt from their config).
+
+    >>> import keras_hub
+    >>> backbone = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
+    ...                                          hidden_dim=8, intermediate_dim=16, max_sequence_length=32)
+    >>> longer = with_sequence_length(bert_classifier(backbone, num_classes=2, sequence_length=12), 24)
+    >>> model_sequence_length(longer)
+    24
+    """
+    length = int(sequence_length)
+    if model_sequence_length(model) is None:
+        raise ValueError("with_sequence_length needs a model with a fixed-length 'token_ids' input")
+    config = model.get_config()
+
+    def set_length(model_config):
+        for layer_config in model_config.get("layers", []):
+            if layer_config["class_name"] == "InputLayer":
+                layer_config["config"]["batch_shape"] = [None, length]
+            elif layer_config["class_name"] in ("Functional", "Model"):
+                set_length(layer_config["config"])
+
+    set_length(config)
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
 class MaskedMeanPooling(keras.layers.Layer):
     """Mean of a sequence over its real tokens: `sum(x * mask) / max(sum(mask), 1)` along the time axis.
