@@ -13,6 +13,11 @@ student, so that accuracy, latency and size can be compared at equal size:
 - `scaled_width_model` / `width_for_parameter_count`: the same architecture
   with every hidden Conv2D/Dense narrowed by one width multiplier, freshly
   initialized (a dense small student, trained from scratch by distillation).
+  For a transformer (keras-hub `TransformerEncoder` blocks, e.g. a BERT
+  classifier) the multiplier narrows the model width (embeddings, every
+  encoder, a multiple of the head count) and the FFN width; layers, heads,
+  vocabulary and sequence length stay. `encoder_parameter_count` counts the
+  encoder blocks alone (embeddings are a large, fixed share of a BERT).
 - `magnitude_masks` / `MagnitudePruning`: global unstructured magnitude
   pruning of the kernels to a number of nonzero weights, with masks kept
   during fine-tuning. Written here because TensorFlow Model Optimization
@@ -47,7 +52,14 @@ import numpy as np
 from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.factorization import low_rank_parameter_count
-from rmtkd_tf.model_walk import iter_factorizable_layers, iter_graph_layers, layer_kind, output_layers
+from rmtkd_tf.model_walk import (
+    composite_parts,
+    dense_matrix_shape,
+    iter_factorizable_layers,
+    iter_graph_layers,
+    layer_kind,
+    output_layers,
+)
 from rmtkd_tf.selection import layer_geometry
 from rmtkd_tf.surgery import LayerFactors, effective_kernel, unsupported_reason
 
@@ -108,7 +120,10 @@ def svd_factors(model, ranks):
         d = kernel.shape[-1]
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= d:
             raise RMTKDError(f"rank of '{path}' must be an integer in [1, {d}], got {rank!r}")
-        _, _, right = np.linalg.svd(kernel.reshape(-1, d), full_matrices=False)
+        matrix = kernel.reshape(-1, d)
+        # A wide layer (fan_in < d, e.g. a transformer's FFN expansion) has only fan_in singular directions;
+        # a rank beyond that takes an orthonormal completion (W B Bᵀ = W already at rank fan_in).
+        _, _, right = np.linalg.svd(matrix, full_matrices=int(rank) > min(matrix.shape))
         mean = np.zeros(d) if bias is None else bias
         factors[path] = LayerFactors(basis=right[: int(rank)].T.copy(), mean=mean)
     return factors
@@ -195,6 +210,14 @@ def scaled_width_model(model, width, seed=0):
     pooling, ...) adapt to the new widths when the clone is built. Weights
     are *not* copied: this is a student trained from scratch.
 
+    A model with transformer encoder blocks (keras-hub `TransformerEncoder`,
+    as in a BERT classifier) is narrowed as a transformer: its model width
+    `H` (the residual stream: token/segment embeddings, every encoder, hidden
+    Dense layers of width `H`) becomes `heads · max(1, round(width · H / heads))`
+    so every encoder keeps its head count, and each encoder's FFN width
+    becomes `max(1, round(width · intermediate_dim))`. Layers, heads,
+    vocabulary size and input shapes (sequence length) are unchanged.
+
     >>> import keras
     >>> inputs = keras.Input((8,))
     >>> model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(16)(inputs)))
@@ -204,38 +227,101 @@ def scaled_width_model(model, width, seed=0):
     if not width > 0:
         raise RMTKDError(f"width must be > 0, got {width}")
     heads = {id(layer) for layer in output_layers(model)}
+    model_width = _transformer_width(model, width)  # (H, H') for a transformer, else None
     keras.utils.set_random_seed(int(seed))
 
     def clone_layer(layer):
         config = layer.get_config()
-        if id(layer) not in heads and layer_kind(layer) is not None:
+        if composite_parts(layer) is not None:  # a transformer encoder block
+            config["intermediate_dim"] = max(1, int(round(width * config["intermediate_dim"])))
+        elif model_width is not None and isinstance(layer, keras.layers.Embedding) \
+                and config.get("output_dim") == model_width[0]:
+            config["output_dim"] = model_width[1]
+        elif id(layer) not in heads and layer_kind(layer) is not None:
             if hasattr(layer, "bottleneck"):
                 raise RMTKDError(f"layer '{layer.name}' is factorized; scale the original model")
             key = "units" if layer_kind(layer) == "dense" else "filters"
-            config[key] = max(1, int(round(width * config[key])))
+            if model_width is not None and config[key] == model_width[0]:
+                config[key] = model_width[1]
+            else:
+                config[key] = max(1, int(round(width * config[key])))
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
 
 
-def width_for_parameter_count(model, target_params, seed=0):
+def _encoders(model):
+    """`{path: layer}` of the composite layers (transformer encoder blocks) of `model`."""
+    return {path: layer for path, layer in iter_graph_layers(model) if composite_parts(layer) is not None}
+
+
+def _transformer_width(model, width):
+    """`(H, H')`: the encoders' model width and its value narrowed by `width` (a multiple of the heads), or None."""
+    encoders = _encoders(model)
+    if not encoders:
+        return None
+    widths, head_counts = set(), set()
+    for path, encoder in encoders.items():
+        parts = composite_parts(encoder)
+        if any(hasattr(part, "bottleneck") for part in parts.values()):
+            raise RMTKDError(f"layer '{path}' is factorized; scale the original model")
+        widths.add(dense_matrix_shape(parts["ffn_output"])[1])
+        head_counts.add(int(encoder.num_heads))
+    if len(widths) != 1:
+        raise RMTKDError(f"transformer encoders of different widths {sorted(widths)}; cannot narrow them together")
+    hidden = widths.pop()
+    heads = math.lcm(*head_counts)  # every encoder keeps its head count
+    return hidden, heads * max(1, int(round(width * hidden / heads)))
+
+
+def encoder_parameter_count(model, pruned_kernels=None):
+    """Parameters inside the transformer encoder blocks of `model` (None when it has none).
+
+    This is the count a transformer's compression is measured by: RMT-KD only
+    reduces the encoders, and the embedding tables (11.9M of MiniLM-L6's 22.6M)
+    cost a lookup, not compute. With `pruned_kernels` (`{path: kernel}`, as
+    `prunable_kernels` gives), the exactly-zero weights of the kernels inside
+    the encoders are not counted.
+
+    >>> import keras
+    >>> encoder_parameter_count(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])) is None
+    True
+    """
+    encoders = _encoders(model)
+    if not encoders:
+        return None
+    total = sum(int(layer.count_params()) for layer in encoders.values())
+    for path, kernel in (pruned_kernels or {}).items():
+        if path.rpartition("/")[0] in encoders:
+            array = keras.ops.convert_to_numpy(kernel)
+            total -= int(np.size(array)) - int(np.count_nonzero(array))
+    return total
+
+
+def width_for_parameter_count(model, target_params, seed=0, count=None):
     """The widest `scaled_width_model(model, width)` with at most `target_params` parameters.
+
+    Args:
+        count: the count to match, a function of a model; default
+            `model.count_params()` (e.g. `encoder_parameter_count` for a transformer).
 
     Returns:
         `(width, student)`.
     """
-    def count(width):
-        return int(scaled_width_model(model, width, seed=seed).count_params())
+    counter = count or (lambda m: m.count_params())
 
-    if count(1.0) <= target_params:
+    def measure(width):
+        return int(counter(scaled_width_model(model, width, seed=seed)))
+
+    if measure(1.0) <= target_params:
         return 1.0, scaled_width_model(model, 1.0, seed=seed)
     low, high = 1e-3, 1.0
-    if count(low) > target_params:
-        raise RMTKDError(f"even width {low} leaves {count(low):,} parameters > target {int(target_params):,}")
+    if measure(low) > target_params:
+        raise RMTKDError(f"even width {low} leaves {measure(low):,} parameters > target {int(target_params):,}")
     # Hidden widths are integers: ~20 halvings resolve every distinct width of layers up to 10^5 units.
     for _ in range(20):
         middle = 0.5 * (low + high)
-        if count(middle) <= target_params:
+        if measure(middle) <= target_params:
             low = middle
         else:
             high = middle
