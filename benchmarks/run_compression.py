@@ -48,6 +48,9 @@ def main():
     parser.add_argument("--seq-len", type=int, default=None, help="Text models: tokens per example.")
     parser.add_argument("--order", default="shallow-to-deep", choices=["shallow-to-deep", "block-by-block", "all-at-once"])
     parser.add_argument("--test-limit", type=int, default=None, help="Score on this many test examples.")
+    parser.add_argument("--calibration-fraction", type=float, default=0.1,
+                        help="Of the training split (text: enough sentences for a few thousand real tokens).")
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--latency-seq-len", type=int, default=None,
                         help="Text models: time teacher and student at this many tokens (same weights, "
                              "rebuilt with rmtkd_tf.transformers.with_sequence_length); default: the model's.")
@@ -62,7 +65,8 @@ def main():
     run_dir = HERE / "runs" / args.name
     if run_dir.exists() and not args.resume:
         shutil.rmtree(run_dir)
-    task = load_task(args.model, args.data, limit=args.limit, seed=args.seed, sequence_length=args.seq_len)
+    task = load_task(args.model, args.data, limit=args.limit, seed=args.seed, sequence_length=args.seq_len,
+                     calibration_fraction=args.calibration_fraction, validation_fraction=args.validation_fraction)
     if args.test_limit is not None and task.data.x_test is not None:
         take = slice(0, args.test_limit)
         x = task.data.x_test
