@@ -25,6 +25,10 @@ training file, which is then not trained on; the test split is used once, at
 the end. These models are slow to train on a CPU: `--limit` trains on a
 class-balanced subset, `--epochs` and `--seq-len` bound the work (SST-2 texts
 are at most 63 tokens, AG News' 99th percentile is about 106).
+
+GPU route: the committed teachers were trained with PyTorch on a borrowed GPU by
+`benchmarks/gpu_teachers/` (`prepare.py` here, `train_torch.py` there, `import_keras.py` here), which
+builds the same Keras model with this module's code path and checks its logits against the torch ones.
 """
 
 from __future__ import annotations
@@ -99,7 +103,11 @@ class BestEpoch(keras.callbacks.Callback):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="On a CPU this is slow (hours per SST-2 epoch); benchmarks/gpu_teachers/ trains the same "
+               "models with PyTorch on a GPU and imports them into Keras.",
+    )
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained")
     parser.add_argument("--data", type=Path, help="data folder (default: ../shared/data/<task>)")
