@@ -5,6 +5,20 @@
 
 (the committed run: 33 minutes on 2 shared cores; `--limit 2000 --max-steps 3` is a 6-minute smoke run).
 
+Text tasks (a BERT classifier from `rmtkd_tf.transformers.bert_classifier`, vocabulary beside the model):
+
+    python benchmarks/compare_methods.py --teacher benchmarks/models/sst2_minilm_pretrained.keras \
+        --data ../shared/data/sst2 --limit 4000 --order all-at-once --max-steps 1 --final-epochs 2 \
+        --test-limit 872 --runs 100 --scratch-learning-rate 5e-4
+
+The texts are encoded with the model's vocabulary at its fixed length (`--seq-len` must match it);
+latency is timed on a real test example (random token ids would fall outside the vocabulary). For a
+transformer the parameter count that `dense-small-kd` is matched on is the encoder blocks' (the
+issue's transformer bar; `--match-params model` matches whole models instead): RMT-KD reduces only
+the encoders, while the embedding tables are a large fixed share of a BERT (11.9M of MiniLM-L6's
+22.6M) that costs a lookup, not compute. The factorized and pruned methods change only the layers
+RMT-KD may change, so for them matching the whole model and matching the encoders is the same.
+
 Every method starts from the same teacher, sees the same calibration / validation / fine-tuning
 split (`rmtkd_tf.pipeline.load_task`, one seed) and is fine-tuned by distillation from the teacher
 with the same loss (alpha, temperature), batch size and number of epochs:
@@ -48,6 +62,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # plot_compare beside this file
 
+# The orders of rmtkd_tf.compress.CompressionConfig (not imported here: argument parsing stays light).
+ORDERS = ("shallow-to-deep", "block-by-block", "all-at-once")
+
 METHODS = (
     "rmtkd-mp",
     "rmtkd-energy",
@@ -69,6 +86,16 @@ def parse_args(argv=None):
     parser.add_argument("--data", required=True, help="data spec for rmtkd_tf.data.load_data")
     parser.add_argument("--name", default=None, help="result name (default: the teacher's file stem)")
     parser.add_argument("--limit", type=int, default=None, help="examples per split (train and test), class-balanced")
+    parser.add_argument("--test-limit", type=int, default=None,
+                        help="score on the first this many test examples (after --limit)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="text models: tokens per example (a fixed-length model takes only its own length)")
+    parser.add_argument("--order", default="shallow-to-deep", choices=ORDERS,
+                        help="RMT-KD loop order (all-at-once: one surgery step for every layer, far cheaper for "
+                             "the 36 parts of a 6-layer BERT)")
+    parser.add_argument("--match-params", default="auto", choices=("auto", "model", "encoder"),
+                        help="the count dense-small-kd is sized to: whole model, or transformer encoder blocks "
+                             "only (auto: encoder when the teacher has transformer encoders)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (rmtkd-mp is always run first)")
     parser.add_argument("--tau", type=float, default=0.5)
@@ -92,6 +119,12 @@ def parse_args(argv=None):
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     if args.epochs_per_step < 1 or args.max_steps < 1 or args.final_epochs < 0:
         parser.error("--epochs-per-step and --max-steps must be >= 1, --final-epochs >= 0")
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    for option in ("limit", "test_limit", "seq_len"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     return args
 
 
@@ -99,6 +132,34 @@ def finetune_epochs_spent(state, config):
     """Distillation epochs a `compress` run actually spent: one block per step that ran surgery, plus the final ones."""
     steps = sum(1 for record in state["steps"] if "losses" in record)
     return steps * config.epochs_per_step + (config.final_epochs if state.get("final_done") else 0)
+
+
+def n_rows(x):
+    """Examples in `x`: an array, or a dict of arrays (a text model's token_ids / padding_mask / segment_ids)."""
+    return int(len(next(iter(x.values())) if isinstance(x, dict) else x))
+
+
+def take_rows(x, count):
+    return {k: v[:count] for k, v in x.items()} if isinstance(x, dict) else x[:count]
+
+
+def one_real_example(path, x):
+    """Batch-1 real input for a multi-input (BERT) `.tflite`, keyed by its interpreter's input tensor names.
+
+    Random token ids would fall outside the vocabulary's range (or embed nonsense); a single-input
+    model returns None and is timed on random inputs as before.
+    """
+    if not isinstance(x, dict):
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = {}
+    for detail in Interpreter(model_path=str(path)).get_input_details():
+        matches = [k for k in x if k in detail["name"]]
+        if len(matches) != 1:
+            raise ValueError(f"{path}: cannot match input tensor {detail['name']!r} to one of {sorted(x)}")
+        inputs[detail["name"]] = x[matches[0]][:1].astype(detail["dtype"])
+    return inputs
 
 
 def gzip_size(path):
@@ -115,9 +176,10 @@ class Evaluator:
         self.runs = runs
         self.teacher_paths = None
 
-    def evaluate(self, name, model, params=None):
+    def evaluate(self, name, model, params=None, encoder_params=None):
         import numpy as np
 
+        from rmtkd_tf.baselines import encoder_parameter_count
         from rmtkd_tf.bench.host import compare_tflite
         from rmtkd_tf.compress import accuracy
         from rmtkd_tf.export import export_tflite, tflite_predict
@@ -129,6 +191,7 @@ class Evaluator:
         out = {
             "params": int(model.count_params()) if params is None else int(params),
             "stored_params": int(model.count_params()),
+            "encoder_params": encoder_parameter_count(model) if encoder_params is None else int(encoder_params),
             "flops": model_flops(model),
             "val_accuracy": accuracy(model, data.x_validation, data.y_validation),
         }
@@ -155,8 +218,10 @@ class Evaluator:
         out["latency"] = {}
         for precision in ("fp32", "int8"):
             log(f"  latency {name} {precision} (interleaved with the teacher, {self.runs} runs)")
-            cmp = compare_tflite(self.teacher_paths[precision], paths[precision], threads=1, warmup=20,
-                                 runs=self.runs, block_runs=10)
+            teacher_path = self.teacher_paths[precision]
+            cmp = compare_tflite(teacher_path, paths[precision], threads=1, warmup=20, runs=self.runs,
+                                 block_runs=10, inputs_a=one_real_example(teacher_path, data.x_test),
+                                 inputs_b=one_real_example(paths[precision], data.x_test))
             out["latency"][precision] = {
                 "teacher_median_ms": cmp.a.latency_ms.median,
                 "median_ms": cmp.b.latency_ms.median,
@@ -177,6 +242,7 @@ def run(args):
     from plot_compare import markdown_table, plot_accuracy_vs_params, write_markdown_section
     from rmtkd_tf.baselines import (
         MagnitudePruning,
+        encoder_parameter_count,
         factorized_parameter_count,
         factorized_ranks,
         fine_tune,
@@ -201,15 +267,27 @@ def run(args):
     wanted = set(args.methods.split(",")) | {"rmtkd-mp"}
 
     t_start = time.time()
-    task = load_task(args.teacher, args.data, limit=args.limit, seed=args.seed, log=log)
+    task = load_task(args.teacher, args.data, limit=args.limit, seed=args.seed, sequence_length=args.seq_len,
+                     log=log)
     teacher = task.model
     data = task.data
+    if data.x_test is None or n_rows(data.x_test) == 0:
+        raise SystemExit(f"error: --data {args.data} has no test split; the comparison scores every method on it")
+    if args.test_limit is not None:
+        data.x_test, data.y_test = take_rows(data.x_test, args.test_limit), data.y_test[: args.test_limit]
+    teacher_encoder_params = encoder_parameter_count(teacher)
+    match = args.match_params
+    if match == "auto":
+        match = "model" if teacher_encoder_params is None else "encoder"
+    if match == "encoder" and teacher_encoder_params is None:
+        raise SystemExit("error: --match-params encoder needs a teacher with transformer encoder blocks")
     # compress() would evaluate teacher and student on the test split for its report; that is
     # measurement, not compression, so the loops get the data without it (and stay comparable).
     loop_data = dataclasses.replace(data, x_test=None, y_test=None)
     base = dict(
         epochs_per_step=args.epochs_per_step, max_steps=args.max_steps, final_epochs=args.final_epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, max_drop=args.max_drop, seed=args.seed,
+        order=args.order,
     )
     finetune = dict(batch_size=args.batch_size, alpha=CompressionConfig.alpha,
                     temperature=CompressionConfig.temperature, seed=args.seed)
@@ -223,12 +301,13 @@ def run(args):
         "teacher_path": str(args.teacher),
         "data": task.description,
         "splits": {
-            "calibration": int(len(data.x_calibration)), "validation": int(len(data.y_validation)),
+            "calibration": n_rows(data.x_calibration), "validation": int(len(data.y_validation)),
             "fine_tuning": int(len(data.y_train)), "test": int(len(data.y_test)),
         },
         "settings": {**base, "tau": args.tau, "energy_fraction": args.energy_fraction,
                      "alpha": finetune["alpha"], "temperature": finetune["temperature"],
                      "scratch_learning_rate": args.scratch_learning_rate, "latency_runs": args.runs,
+                     "seq_len": args.seq_len, "test_limit": args.test_limit, "match_params": match,
                      "latency": "LiteRT interpreter, XNNPACK, 1 thread, batch 1, interleaved ABBA blocks with the teacher"},
         "notes": [
             "Every method: same teacher, same calibration/validation/fine-tuning split, same distillation loss, "
@@ -245,6 +324,20 @@ def run(args):
         "methods": [],
     }
 
+    if teacher_encoder_params is not None:
+        result["notes"] += [
+            "Transformer teacher: params is the whole model (embeddings included), encoder_params the transformer "
+            "encoder blocks alone (the issue's transformer bar). RMT-KD, the SVD baselines and pruning change only "
+            "encoder parts (query/key/value/attention output/FFN in every block), so their embeddings equal the "
+            "teacher's and matching whole-model or encoder counts is the same for them.",
+            f"dense-small-kd is sized to RMT-KD's {'encoder' if match == 'encoder' else 'whole-model'} parameter "
+            "count (match_params): same layers, heads, vocabulary and sequence length, model width (a multiple of "
+            "the heads, embeddings included) and FFN width narrowed by one multiplier, fresh init. Matched on "
+            "encoders, its embedding tables shrink with the width too, so its whole-model count is below RMT-KD's.",
+            "Latency: batch 1 with a real test example (fixed sequence length, so the cost does not depend on "
+            "which example); int8 exports are calibrated on the calibration split's encoded texts.",
+        ]
+
     def save():
         write_json(out_path, result)
 
@@ -253,12 +346,14 @@ def run(args):
     save()
     log(f"teacher: {result['teacher']['params']:,} params, test {result['teacher']['test_accuracy']:.2f}%")
 
-    def record(method, model, wall_s, epochs, description, params=None, **extra):
+    def record(method, model, wall_s, epochs, description, params=None, encoder_params=None, **extra):
         log(f"{method}: evaluating")
         entry = {"method": method, "description": description, "compression_wall_s": round(wall_s, 1),
                  "finetune_epochs": epochs, **extra}
-        entry.update(evaluator.evaluate(method, model, params=params))
+        entry.update(evaluator.evaluate(method, model, params=params, encoder_params=encoder_params))
         entry["param_reduction"] = 1.0 - entry["params"] / result["teacher"]["params"]
+        if entry["encoder_params"] is not None and teacher_encoder_params:
+            entry["encoder_param_reduction"] = 1.0 - entry["encoder_params"] / teacher_encoder_params
         result["methods"].append(entry)
         save()
         log(f"{method}: {entry['params']:,} params, test {entry['test_accuracy']:.2f}% "
@@ -290,12 +385,16 @@ def run(args):
     rmtkd_student, rmtkd = run_loop("rmtkd-mp", "mp", {"tau": args.tau},
                                     "RMT-KD: MP-edge ranks on activation covariances, shallow-to-deep, self-distillation")
     target_params = rmtkd["params"]
+    target_encoder_params = rmtkd["encoder_params"]
     budget = rmtkd["finetune_epochs"]
     rmtkd_ranks = factorized_ranks(rmtkd_student)
     result["finetune_budget_epochs"] = budget
     result["target_params"] = target_params
+    result["target_encoder_params"] = target_encoder_params
     save()
-    log(f"budget: {budget} fine-tuning epochs, target {target_params:,} params, RMT-KD ranks {rmtkd_ranks}")
+    encoder_note = "" if target_encoder_params is None else f" ({target_encoder_params:,} in encoders)"
+    log(f"budget: {budget} fine-tuning epochs, target {target_params:,} params{encoder_note}, "
+        f"RMT-KD ranks {rmtkd_ranks}")
 
     if "rmtkd-energy" in wanted:
         run_loop("rmtkd-energy", "energy", {"fraction": args.energy_fraction},
@@ -328,8 +427,14 @@ def run(args):
 
     if "dense-small-kd" in wanted:
         t0 = time.time()
-        width, student = width_for_parameter_count(teacher, target_params, seed=args.seed)
-        log(f"dense-small-kd: width x{width:.3f}, {student.count_params():,} params, training from scratch")
+        if match == "encoder":
+            width, student = width_for_parameter_count(teacher, target_encoder_params, seed=args.seed,
+                                                       count=encoder_parameter_count)
+        else:
+            width, student = width_for_parameter_count(teacher, target_params, seed=args.seed)
+        encoder_note = "" if match == "model" else f" ({encoder_parameter_count(student):,} in encoders)"
+        log(f"dense-small-kd: width x{width:.3f}, {student.count_params():,} params{encoder_note}, "
+            "training from scratch")
         logs = fine_tune(student, teacher, data, budget, learning_rate=args.scratch_learning_rate, **finetune)
         # A few hundred steps from scratch leave BatchNorm's moving averages near their initial values
         # (chance accuracy in inference mode); re-estimate them on training images, keep the better.
@@ -337,10 +442,15 @@ def run(args):
         weights = student.get_weights()
         recalibrate_batch_norm(student, data.x_train, batch_size=args.batch_size)
         kept_recalibration = keep_better(student, weights, acc_trained)
-        record("dense-small-kd", student, time.time() - t0, budget,
-               "same architecture, every hidden layer narrowed by one width multiplier, from scratch, KD",
-               width_multiplier=width, last_epoch=logs, val_accuracy_before_bn_recalibration=acc_trained,
-               kept_bn_recalibration=kept_recalibration)
+        description = "same architecture, every hidden layer narrowed by one width multiplier, from scratch, KD"
+        shape = {}
+        if teacher_encoder_params is not None:
+            description = ("same transformer (layers, heads, vocabulary, length), model and FFN widths narrowed "
+                           f"by one multiplier to RMT-KD's {match} parameter count, from scratch, KD")
+            shape = {"narrow_shape": _transformer_shape(student), "teacher_shape": _transformer_shape(teacher)}
+        record("dense-small-kd", student, time.time() - t0, budget, description,
+               width_multiplier=width, matched=match, last_epoch=logs,
+               val_accuracy_before_bn_recalibration=acc_trained, kept_bn_recalibration=kept_recalibration, **shape)
 
     if "magnitude-pruning" in wanted:
         t0 = time.time()
@@ -360,6 +470,7 @@ def run(args):
         record("magnitude-pruning", student, time.time() - t0, budget,
                "global unstructured magnitude pruning of the same layers (cubic schedule), KD fine-tuning; "
                "dense storage", params=pruned_parameter_count(student, kernels),
+               encoder_params=encoder_parameter_count(student, pruned_kernels=kernels),
                sparsity_of_pruned_kernels=1.0 - keep / total)
 
     result["total_wall_s"] = round(time.time() - t_start, 1)
@@ -375,8 +486,27 @@ def run(args):
     return result
 
 
+def _transformer_shape(model):
+    """`{hidden_dim, intermediate_dims, num_heads, num_layers}` of a model's transformer encoder blocks."""
+    from rmtkd_tf.model_walk import composite_parts, dense_matrix_shape, iter_graph_layers
+
+    encoders = [layer for _, layer in iter_graph_layers(model) if composite_parts(layer) is not None]
+    return {
+        "hidden_dim": dense_matrix_shape(composite_parts(encoders[0])["ffn_output"])[1],
+        "intermediate_dims": sorted({int(e.intermediate_dim) for e in encoders}),
+        "num_heads": sorted({int(e.num_heads) for e in encoders}),
+        "num_layers": len(encoders),
+    }
+
+
 def main(argv=None):
-    run(parse_args(argv))
+    args = parse_args(argv)
+    from rmtkd_tf.errors import RMTKDError
+
+    try:
+        run(args)
+    except RMTKDError as error:  # bad input (data, lengths, model): one line, not a traceback
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

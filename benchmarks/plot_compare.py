@@ -6,6 +6,10 @@
 The PNG goes beside the JSON (same stem). `--write` replaces only the text between
 `<!-- compare:begin -->` and `<!-- compare:end -->` in BENCHMARKS.md, adding the two markers at
 the end of the file when they are missing; the rest of the file is left as it is.
+
+For a transformer teacher (the result has `encoder_params`), the table adds the encoder blocks'
+parameters and their reduction, and the left plot's x axis is encoder parameters (the count the
+methods were matched on; whole-model counts stay in the table).
 """
 
 from __future__ import annotations
@@ -38,11 +42,16 @@ def _speedup(entry, precision):
     return _fmt(value, ".2f") + "x" if value else "-"
 
 
+def _has_encoders(result):
+    return result["teacher"].get("encoder_params") is not None
+
+
 def markdown_table(result):
     """The comparison as a markdown table, teacher first, then the methods in run order."""
     teacher = result["teacher"]
+    encoders = _has_encoders(result)
     header = [
-        "method", "params", "param red.", "MFLOPs", "test acc (Keras)", "Δ vs teacher",
+        "method", "params", "param red.", *(["encoder params", "encoder red."] if encoders else []), "MFLOPs", "test acc (Keras)", "Δ vs teacher",
         ".tflite acc fp32 / int8", "KiB fp32 / int8 / int8 gzip", "fp32 ms (teacher ms)", "fp32 speed-up",
         "int8 speed-up", "CPU ms/inf fp32", "FT epochs", "compress wall (min)",
     ]
@@ -53,10 +62,15 @@ def markdown_table(result):
         sizes = entry["size_bytes"]
         ms = "-" if is_teacher else f"{_fmt(lat.get('median_ms'), '.3f')} ({_fmt(lat.get('teacher_median_ms'), '.3f')})"
         cpu = lat.get("cpu_seconds_per_inference")
+        encoder_cells = []
+        if encoders:
+            count, reduction = entry.get("encoder_params"), entry.get("encoder_param_reduction")
+            encoder_cells = [_fmt(count, ","), "-" if is_teacher or reduction is None else f"{100 * reduction:.1f}%"]
         return [
             label,
             f"{entry['params']:,}",
             "-" if is_teacher else f"{100 * entry['param_reduction']:.1f}%",
+            *encoder_cells,
             f"{entry['flops'] / 1e6:.1f}",
             f"{entry['test_accuracy']:.2f}",
             "-" if is_teacher else f"{entry['test_accuracy'] - teacher['test_accuracy']:+.2f}",
@@ -80,7 +94,7 @@ def markdown_table(result):
         f"![test accuracy vs parameters](benchmarks/results/{result['name']}.png)",
         "",
         f"Data: {result['data']}; calibration {split['calibration']:,}, validation {split['validation']:,}, "
-        f"fine-tuning {split['fine_tuning']:,}, test {split['test']:,} images. "
+        f"fine-tuning {split['fine_tuning']:,}, test {split['test']:,} examples. "
         f"Fine-tuning budget: {result.get('finetune_budget_epochs')} epochs of distillation from the teacher for every "
         f"method (the epochs RMT-KD (MP) spent). Latency: {result['settings']['latency']}, "
         f"{result['settings']['latency_runs']} runs per model.",
@@ -104,17 +118,18 @@ def plot_accuracy_vs_params(result, path):
     figure = Figure(figsize=(13, 5.4), dpi=110)
     by_params, by_latency = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     teacher = result["teacher"]
-    teacher_x = {by_params: teacher["params"], by_latency: 1.0}
+    count_key = "encoder_params" if _has_encoders(result) else "params"
+    teacher_x = {by_params: teacher[count_key], by_latency: 1.0}
 
     def relative_latency(entry):
         speedup = (entry.get("latency") or {}).get("fp32", {}).get("speedup_vs_teacher")
         return 1.0 / speedup if speedup else None
 
-    for axes, x_of in ((by_params, lambda e: e["params"]), (by_latency, relative_latency)):
+    for axes, x_of in ((by_params, lambda e: e.get(count_key)), (by_latency, relative_latency)):
         axes.axhline(teacher["test_accuracy"], color="0.4", linestyle="--", linewidth=1)
         if teacher_x[axes] is not None:
             axes.scatter([teacher_x[axes]], [teacher["test_accuracy"]], marker="*", s=220, color="black",
-                         label=f"teacher ({teacher['params']:,} params)", zorder=3)
+                         label=f"teacher ({teacher[count_key]:,} {count_key.replace('_', ' ')})", zorder=3)
         for entry in result["methods"]:
             x = x_of(entry)
             if x is None:
@@ -129,7 +144,8 @@ def plot_accuracy_vs_params(result, path):
         axes.set_xscale("log")
         axes.set_ylabel("test accuracy (%)")
         axes.grid(True, which="both", alpha=0.3)
-    by_params.set_xlabel("parameters (log scale; pruning: nonzero weights)")
+    what = "encoder-block parameters" if count_key == "encoder_params" else "parameters"
+    by_params.set_xlabel(f"{what} (log scale; pruning: nonzero weights)")
     by_latency.set_xlabel("fp32 .tflite latency ÷ teacher's (batch 1, 1 thread, interleaved; log scale)")
     by_params.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
     budget = result.get("finetune_budget_epochs")
