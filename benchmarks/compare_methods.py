@@ -88,6 +88,11 @@ def parse_args(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="examples per split (train and test), class-balanced")
     parser.add_argument("--test-limit", type=int, default=None,
                         help="score on the first this many test examples (after --limit)")
+    parser.add_argument("--calibration-fraction", type=float, default=0.1,
+                        help="of the training split, for RMT-KD's statistics (text: enough sentences for a few "
+                             "thousand real tokens) and int8 calibration")
+    parser.add_argument("--validation-fraction", type=float, default=0.1,
+                        help="of the training split, for RMT-KD's max-drop check and every method's keep-better rule")
     parser.add_argument("--seq-len", type=int, default=None,
                         help="text models: tokens per example (a fixed-length model takes only its own length)")
     parser.add_argument("--order", default="shallow-to-deep", choices=ORDERS,
@@ -268,6 +273,7 @@ def run(args):
 
     t_start = time.time()
     task = load_task(args.teacher, args.data, limit=args.limit, seed=args.seed, sequence_length=args.seq_len,
+                     calibration_fraction=args.calibration_fraction, validation_fraction=args.validation_fraction,
                      log=log)
     teacher = task.model
     data = task.data
@@ -308,6 +314,8 @@ def run(args):
                      "alpha": finetune["alpha"], "temperature": finetune["temperature"],
                      "scratch_learning_rate": args.scratch_learning_rate, "latency_runs": args.runs,
                      "seq_len": args.seq_len, "test_limit": args.test_limit, "match_params": match,
+                     "calibration_fraction": args.calibration_fraction,
+                     "validation_fraction": args.validation_fraction,
                      "latency": "LiteRT interpreter, XNNPACK, 1 thread, batch 1, interleaved ABBA blocks with the teacher"},
         "notes": [
             "Every method: same teacher, same calibration/validation/fine-tuning split, same distillation loss, "
