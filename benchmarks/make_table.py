@@ -70,6 +70,23 @@ def table():
     results = [r for r in results if "compression" in r and "exports" in r]
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in results]
+    text_results = [r for r in results if (r.get("encoder_params") or {}).get("teacher")]
+    if text_results:
+        lines += ["", "Transformer encoders (issue #5's bar: >= 80% fewer encoder parameters, <= 1.0 point, "
+                  ">= 3x faster fp32 `.tflite` at batch 1, 128 tokens):", ""]
+        lines.append("| task | encoder params teacher / student | encoder param red. | Δ acc (pts) | timed at (tokens) "
+                     "| fp32 speed-up | int8 speed-up | FLOP ratio | fp32 speed-up ÷ FLOP ratio |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in text_results:
+            enc, c, lat = r["encoder_params"], r["compression"], r["host_latency"]
+            seq = r.get("latency_seq_len") or "model's"
+            fp32, int8 = lat["fp32"], lat["int8"]
+            lines.append(
+                f"| {r['name']} | {enc['teacher']:,} / {enc['student']:,} | {_pct(1 - enc['student'] / enc['teacher'])} | "
+                f"{c['student']['test_accuracy'] - c['teacher']['test_accuracy']:+.2f} | {seq} | "
+                f"{fp32['ratios']['median_latency_a_over_b']:.2f}x | {int8['ratios']['median_latency_a_over_b']:.2f}x | "
+                f"{fp32.get('flop_ratio', 0):.2f}x | {fp32.get('speedup_over_flop_ratio', 0):.2f} |"
+            )
     lines += ["", "TFLite exports (accuracy on the test split; parity = Keras vs `.tflite` on the same inputs):", ""]
     lines.append("| task | model | precision | KiB | .tflite acc | top-1 agreement | max abs err | Flex ops |")
     lines.append("|---|---|---|---|---|---|---|---|")

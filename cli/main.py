@@ -86,7 +86,9 @@ _common = [
     click.option("--limit", type=int, default=None, help="Use at most this many samples per split."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--calibration-fraction", type=float, default=0.1, show_default=True, help="Of the training split."),
-    click.option("--validation-fraction", type=float, default=0.1, show_default=True, help="Of the training split."),
+    click.option("--validation-fraction", type=float, default=0.1, show_default=True,
+                 help="Of the training split, used when the data has no validation split of its own "
+                      "(SST-2's dev.tsv, an image folder's val/ are used as they are)."),
     click.option("--rank-rule", type=click.Choice(["mp", "energy", "gavish-donoho", "fixed-rank", "fixed-ratio"]), default="mp", show_default=True),
     click.option("--tau", type=float, default=0.5, show_default=True, help="Quantile initialising the MP noise fit."),
     click.option("--energy", "energy_fraction", type=float, default=0.95, show_default=True, help="For --rank-rule energy."),

@@ -59,7 +59,7 @@ def _n_rows(x):
 
 
 def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log):
-    """Token-id inputs for a BERT-style model: `(x_train, x_test)` dicts of int32 arrays."""
+    """Token-id inputs for a BERT-style model: `(x_train, x_test, x_val)` dicts of int32 arrays (or None)."""
     from rmtkd_tf.transformers.bert import (
         DEFAULT_SEQUENCE_LENGTH,
         load_bert_tokenizer,
@@ -83,14 +83,15 @@ def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, l
     log(f"encoding texts with {source} (lowercase={tokenizer.lowercase}), {length} tokens per text")
     x_train = encode_texts(splits.x_train, tokenizer, length)
     x_test = None if splits.x_test is None else encode_texts(splits.x_test, tokenizer, length)
+    x_val = None if splits.x_val is None else encode_texts(splits.x_val, tokenizer, length)
     truncated = float(np.mean(x_train["padding_mask"][:, -1] == 1))
     if truncated > 0.05:
         log(f"warning: {100 * truncated:.1f}% of the training texts are cut at {length} tokens")
-    return x_train, x_test
+    return x_train, x_test, x_val
 
 
 def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibration_fraction=0.1,
-              validation_fraction=0.1, tokenizer=None, sequence_length=None, log=print):
+              validation_fraction=0.1, tokenizer=None, sequence_length=None, validation="auto", log=print):
     """Load the model (safe mode unless `unsafe`) and split the data: calibration and validation from train.
 
     Text data need a BERT-style model (inputs `token_ids`, `padding_mask`, `segment_ids`; see
@@ -98,7 +99,15 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     or the path of a `vocab.txt` or of a Hugging Face folder) or, by default, with the vocabulary saved
     beside the model (`name.keras` -> `name.vocab.txt`), to the model's fixed input length, else to
     `sequence_length` (default 128) tokens.
+
+    Validation (the accuracy the loop's `max_drop` is checked on): with `validation="auto"`, the data's
+    own validation split when it has one (SST-2's `dev.tsv`, an image folder's `val/`), since a teacher
+    usually fits its training examples better than new ones and a validation drawn from them would
+    measure forgetting of memorised examples; otherwise (or with `validation="train"`) a stratified
+    `validation_fraction` of the training split, held out of fine-tuning.
     """
+    if validation not in ("auto", "train"):
+        raise RMTKDError(f"validation must be 'auto' or 'train', got {validation!r}")
     from rmtkd_tf.compress import CompressionData
     from rmtkd_tf.data import load_data, split_train
     from rmtkd_tf.io import load_model
@@ -113,7 +122,7 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     splits = load_data(str(data_spec), limit=limit, image_size=image_size, seed=seed)
     if len(splits.y_train) == 0:
         raise RMTKDError(f"--data {data_spec} has no training examples")
-    x_train, x_test = splits.x_train, splits.x_test
+    x_train, x_test, x_own_val = splits.x_train, splits.x_test, splits.x_val
     if splits.modality == "text":
         from rmtkd_tf.transformers.bert import takes_token_ids
 
@@ -122,13 +131,17 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
                 "text data needs a BERT-style model with token_ids, padding_mask and segment_ids inputs; "
                 f"{model_path} takes {shape if shape is not None else [t.name for t in model.inputs]} inputs"
             )
-        x_train, x_test = _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log)
+        x_train, x_test, x_own_val = _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log)
     elif tokenizer is not None:
         raise RMTKDError(f"a tokenizer was given but --data {data_spec} is {splits.modality} data, not text")
     _check_shape(model, x_train, data_spec)
-    parts = split_train(splits.x_train, splits.y_train, (calibration_fraction, validation_fraction), seed=seed)
+    own_validation = validation == "auto" and splits.y_val is not None and len(splits.y_val) > 0
+    held_out = 0 if own_validation else validation_fraction
+    parts = split_train(splits.x_train, splits.y_train, (calibration_fraction, held_out), seed=seed)
     x_cal, x_val, x_rest = (_rows(x_train, index) for index in (parts.calibration, parts.validation, parts.train))
     _, y_val, y_rest = parts.take(splits.y_train)
+    if own_validation:
+        x_val, y_val = x_own_val, np.asarray(splits.y_val)
     y_cal = splits.y_train[parts.calibration]
     data = CompressionData(
         # Fine-tuning uses every training example except the held-out validation ones.
@@ -141,7 +154,8 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
         y_test=splits.y_test,
     )
     description = splits.describe()
-    log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)}, "
+    origin = "the data's own validation split" if own_validation else "held out of the training split"
+    log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)} ({origin}), "
         f"fine-tuning {len(data.y_train)}")
     return Task(model=model, model_path=Path(model_path), data=data, splits=splits, description=description)
 

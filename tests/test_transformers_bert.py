@@ -40,11 +40,13 @@ def tiny_model(seed=0, pooling="mean"):
     return bert_classifier(backbone, num_classes=2, sequence_length=SEQ_LEN, pooling=pooling, dropout=0.0)
 
 
-def write_sentiment_tsv(folder, n_train=160, n_test=40, seed=0):
+def write_sentiment_tsv(folder, n_train=160, n_test=40, seed=0, n_dev=0):
     """A two-class toy sentiment set: the label says whether a positive word occurs."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train.tsv", n_train), ("test.tsv", n_test)):
+    for name, n in (("train.tsv", n_train), ("test.tsv", n_test), ("dev.tsv", n_dev)):
+        if n == 0:
+            continue
         rows = ["sentence\tlabel"]
         for i in range(n):
             label = i % 2
@@ -205,6 +207,20 @@ def test_pretrained_minilm_embeds_related_sentences_closer():
     related = min(similarity[0, 1], similarity[2, 3])
     unrelated = max(similarity[0, 2], similarity[0, 3], similarity[1, 2], similarity[1, 3])
     assert related > 0.5 > 0.2 > unrelated
+
+
+def test_validation_is_the_data_sets_own_split_when_it_has_one(tmp_path):
+    data = write_sentiment_tsv(tmp_path / "toy", n_train=60, n_test=10, n_dev=14)
+    model_path = tmp_path / "toy_bert.keras"
+    tiny_model().save(model_path)
+    save_vocabulary(tiny_tokenizer(), model_path)
+    own = load_task(model_path, data, log=lambda m: None)
+    assert len(own.data.y_validation) == 14 and len(own.data.y_train) == 60  # dev.tsv; nothing held out of train
+    np.testing.assert_array_equal(own.data.y_validation, own.splits.y_val)
+    carved = load_task(model_path, data, validation="train", validation_fraction=0.2, log=lambda m: None)
+    assert len(carved.data.y_validation) == 12 and len(carved.data.y_train) == 48
+    with pytest.raises(RMTKDError, match="validation"):
+        load_task(model_path, data, validation="test", log=lambda m: None)
 
 
 @pytest.mark.slow
