@@ -8,8 +8,12 @@
 Text tasks (a BERT classifier from `rmtkd_tf.transformers.bert_classifier`, vocabulary beside the model):
 
     python benchmarks/compare_methods.py --teacher benchmarks/models/sst2_minilm_pretrained.keras \
-        --data ../shared/data/sst2 --limit 4000 --order all-at-once --max-steps 1 --final-epochs 2 \
-        --test-limit 872 --runs 100 --scratch-learning-rate 5e-4
+        --data ../shared/data/sst2 --limit 2000 --calibration-fraction 0.2 --validation-fraction 0.2 \
+        --order all-at-once --max-steps 1 --final-epochs 2 --max-drop 5 --test-limit 872 --runs 100 \
+        --scratch-learning-rate 5e-4
+
+(all-at-once is one surgery step for all 36 encoder parts; if that step is rolled back (`--max-drop`),
+RMT-KD factorizes nothing and the comparison is void, which the JSON notes say).
 
 The texts are encoded with the model's vocabulary at its fixed length (`--seq-len` must match it);
 latency is timed on a real test example (random token ids would fall outside the vocabulary). For a
@@ -400,6 +404,11 @@ def run(args):
     result["target_params"] = target_params
     result["target_encoder_params"] = target_encoder_params
     save()
+    if not rmtkd_ranks:
+        warning = ("RMT-KD factorized nothing (every step rolled back or nothing to reduce; see --max-drop): the "
+                   "parameter target is the teacher's own size, so the other methods are not compressed either")
+        result["notes"].append(warning)
+        log(f"warning: {warning}")
     encoder_note = "" if target_encoder_params is None else f" ({target_encoder_params:,} in encoders)"
     log(f"budget: {budget} fine-tuning epochs, target {target_params:,} params{encoder_note}, "
         f"RMT-KD ranks {rmtkd_ranks}")
