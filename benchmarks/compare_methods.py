@@ -8,10 +8,12 @@
 Text tasks (a BERT classifier from `rmtkd_tf.transformers.bert_classifier`, vocabulary beside the model):
 
     python benchmarks/compare_methods.py --teacher benchmarks/models/sst2_minilm_pretrained.keras \
-        --data ../shared/data/sst2 --limit 2000 --calibration-fraction 0.2 --validation-fraction 0.2 \
+        --data ../shared/data/sst2 --limit 2000 --calibration-fraction 0.2 \
         --order all-at-once --max-steps 1 --final-epochs 2 --max-drop 5 --test-limit 872 --runs 100 \
         --scratch-learning-rate 5e-4
 
+(AG News: `--data` a folder written by `benchmarks/teacher_split.py`, so validation is the teacher's
+held-out rows.)
 (all-at-once is one surgery step for all 36 encoder parts; if that step is rolled back (`--max-drop`),
 RMT-KD factorizes nothing and the comparison is void, which the JSON notes say).
 
@@ -96,7 +98,8 @@ def parse_args(argv=None):
                         help="of the training split, for RMT-KD's statistics (text: enough sentences for a few "
                              "thousand real tokens) and int8 calibration")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
-                        help="of the training split, for RMT-KD's max-drop check and every method's keep-better rule")
+                        help="of the training split, for RMT-KD's max-drop check and every method's keep-better "
+                             "rule; ignored when the data has its own validation split (e.g. SST-2's dev.tsv)")
     parser.add_argument("--seq-len", type=int, default=None,
                         help="text models: tokens per example (a fixed-length model takes only its own length)")
     parser.add_argument("--order", default="shallow-to-deep", choices=ORDERS,
