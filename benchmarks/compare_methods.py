@@ -14,6 +14,7 @@ Text tasks (a BERT classifier from `rmtkd_tf.transformers.bert_classifier`, voca
 
 (AG News: `--data` a folder written by `benchmarks/teacher_split.py`, so validation is the teacher's
 held-out rows.)
+
 (all-at-once is one surgery step for all 36 encoder parts; if that step is rolled back (`--max-drop`),
 RMT-KD factorizes nothing and the comparison is void, which the JSON notes say).
 
