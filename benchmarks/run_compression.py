@@ -56,6 +56,7 @@ def main():
                              "rebuilt with rmtkd_tf.transformers.with_sequence_length); default: the model's.")
     args = parser.parse_args()
 
+    from rmtkd_tf.baselines import encoder_parameter_count
     from rmtkd_tf.bench.host import compare_tflite
     from rmtkd_tf.compress import CompressionConfig
     from rmtkd_tf.export import export_tflite
@@ -139,19 +140,11 @@ def main():
         "host_latency": latency,
         "latency_seq_len": args.latency_seq_len,
         "flops_timed": flops,
-        "encoder_params": {who: _encoder_params(model) for who, model in (("teacher", task.model), ("student", student))},
+        # Parameters inside the transformer encoder blocks (issue #5's measure), None for other models.
+        "encoder_params": {who: encoder_parameter_count(model) for who, model in (("teacher", task.model), ("student", student))},
     }
     write_json(HERE / "results" / f"{args.name}.json", result)
     print(json.dumps({k: result["compression"][k] for k in ("param_reduction", "flop_reduction", "stopped")}, indent=1))
-
-
-def _encoder_params(model):
-    """Parameters inside transformer encoder blocks (what issue #5's bar counts), or None for other models."""
-    from rmtkd_tf.model_walk import iter_graph_layers
-    from rmtkd_tf.transformers import is_transformer_encoder
-
-    encoders = [layer for _, layer in iter_graph_layers(model) if is_transformer_encoder(layer)]
-    return sum(layer.count_params() for layer in encoders) if encoders else None
 
 
 def _one_real_example(path, x_test):

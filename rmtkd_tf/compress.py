@@ -268,8 +268,8 @@ def compress(model, data, config, output_dir, resume=False, log=print):
         else:
             path, state["cursor"] = next_open_layer(eligible, open_paths, state.get("cursor", 0))
             group = [path]
-            if config.order == "block-by-block" and _block_of(path, graph_paths) is not None:
-                block = _block_of(path, graph_paths)
+            block = _block_of(path, graph_paths) if config.order == "block-by-block" else None
+            if block is not None:
                 group = [p for p in open_paths if _block_of(p, graph_paths) == block]
                 state["cursor"] = max(eligible.index(p) for p in group) + 1
 

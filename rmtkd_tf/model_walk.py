@@ -102,13 +102,17 @@ def layer_kind(layer):
 ATTENTION_OUTPUT_EQUATION = "abcd,cde->abe"
 
 
-def is_attention_output_projection(layer):
-    """True for an `EinsumDense` contracting `(heads, head_dim)` into one output axis, with its bias on that axis."""
+def _is_einsum_dense(layer, equation, bias_axes):
     return (
         isinstance(layer, keras.layers.EinsumDense)
-        and layer.equation == ATTENTION_OUTPUT_EQUATION
-        and getattr(layer, "bias_axes", None) in (None, "e")
+        and layer.equation == equation
+        and getattr(layer, "bias_axes", None) in (None, bias_axes)
     )
+
+
+def is_attention_output_projection(layer):
+    """True for an `EinsumDense` contracting `(heads, head_dim)` into one output axis, with its bias on that axis."""
+    return _is_einsum_dense(layer, ATTENTION_OUTPUT_EQUATION, "e")
 
 
 ATTENTION_INPUT_EQUATION = "abc,cde->abde"
@@ -116,11 +120,7 @@ ATTENTION_INPUT_EQUATION = "abc,cde->abde"
 
 def is_attention_input_projection(layer):
     """True for an `EinsumDense` `(..., hidden) -> (..., heads, head_dim)` (query/key/value), bias on both output axes."""
-    return (
-        isinstance(layer, keras.layers.EinsumDense)
-        and layer.equation == ATTENTION_INPUT_EQUATION
-        and getattr(layer, "bias_axes", None) in (None, "de")
-    )
+    return _is_einsum_dense(layer, ATTENTION_INPUT_EQUATION, "de")
 
 
 def dense_matrix_shape(layer):

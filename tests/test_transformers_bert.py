@@ -57,6 +57,14 @@ def write_sentiment_tsv(folder, n_train=160, n_test=40, seed=0, n_dev=0):
     return folder
 
 
+def save_toy_bert(folder):
+    """`folder/toy_bert.keras` (a tiny random BERT classifier) with its vocabulary beside it; returns the path."""
+    model_path = folder / "toy_bert.keras"
+    tiny_model().save(model_path)
+    save_vocabulary(tiny_tokenizer(), model_path)
+    return model_path
+
+
 def test_encode_texts_packs_truncates_and_masks():
     tokenizer = tiny_tokenizer()
     x = encode_texts(["The film was GOOD", "", "the " * 20, "zebra"], tokenizer, sequence_length=6, batch_size=3)
@@ -145,9 +153,7 @@ def test_load_task_encodes_text_with_the_saved_vocabulary(tmp_path):
 @pytest.mark.slow
 def test_compress_runs_on_a_bert_classifier_and_resumes(tmp_path):
     data = write_sentiment_tsv(tmp_path / "toy", n_train=120, n_test=24)
-    model_path = tmp_path / "toy_bert.keras"
-    tiny_model().save(model_path)
-    save_vocabulary(tiny_tokenizer(), model_path)
+    model_path = save_toy_bert(tmp_path)
     task = load_task(model_path, data, log=lambda m: None)
     # The FFN expansions (16 -> 32): in so small a model the 16x16 projections rarely have an MP rank that saves.
     ffn = [f"bert_backbone/transformer_layer_{i}/ffn_intermediate" for i in (0, 1)]
@@ -211,9 +217,7 @@ def test_pretrained_minilm_embeds_related_sentences_closer():
 
 def test_validation_is_the_data_sets_own_split_when_it_has_one(tmp_path):
     data = write_sentiment_tsv(tmp_path / "toy", n_train=60, n_test=10, n_dev=14)
-    model_path = tmp_path / "toy_bert.keras"
-    tiny_model().save(model_path)
-    save_vocabulary(tiny_tokenizer(), model_path)
+    model_path = save_toy_bert(tmp_path)
     own = load_task(model_path, data, log=lambda m: None)
     assert len(own.data.y_validation) == 14 and len(own.data.y_train) == 60  # dev.tsv; nothing held out of train
     np.testing.assert_array_equal(own.data.y_validation, own.splits.y_val)
@@ -226,9 +230,7 @@ def test_validation_is_the_data_sets_own_split_when_it_has_one(tmp_path):
 @pytest.mark.slow
 def test_block_by_block_order_reduces_one_encoder_block_per_step(tmp_path):
     data = write_sentiment_tsv(tmp_path / "toy", n_train=80, n_test=16)
-    model_path = tmp_path / "toy_bert.keras"
-    tiny_model().save(model_path)
-    save_vocabulary(tiny_tokenizer(), model_path)
+    model_path = save_toy_bert(tmp_path)
     task = load_task(model_path, data, log=lambda m: None)
     config = CompressionConfig(max_steps=2, max_drop=100.0, batch_size=16, calibration_samples=64,
                                rank_rule="fixed-ratio", rule_params={"ratio": 0.25}, order="block-by-block")

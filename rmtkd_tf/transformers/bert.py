@@ -179,12 +179,17 @@ def with_sequence_length(model, sequence_length):
     length = int(sequence_length)
     if model_sequence_length(model) is None:
         raise ValueError("with_sequence_length needs a model with a fixed-length 'token_ids' input")
+    return _rebuilt_with_length(model, length)
+
+
+def _rebuilt_with_length(model, sequence_length):
+    """A copy of a Functional model, same weights, with every input (nested models' too) of `sequence_length`."""
     config = model.get_config()
 
     def set_length(model_config):
         for layer_config in model_config.get("layers", []):
             if layer_config["class_name"] == "InputLayer":
-                layer_config["config"]["batch_shape"] = [None, length]
+                layer_config["config"]["batch_shape"] = [None, sequence_length]
             elif layer_config["class_name"] in ("Functional", "Model"):
                 set_length(layer_config["config"])
 
@@ -219,13 +224,7 @@ def _fixed_length_backbone(backbone, output_key, sequence_length):
     not the backbone's own layers: re-calling those would give them a second graph node.
     """
     trimmed = keras.Model(backbone.input, backbone.output[output_key], name=backbone.name)
-    config = trimmed.get_config()
-    for layer_config in config["layers"]:
-        if layer_config["class_name"] == "InputLayer":
-            layer_config["config"]["batch_shape"] = [None, sequence_length]
-    fixed = keras.Model.from_config(config)
-    fixed.set_weights(trimmed.get_weights())
-    return fixed
+    return _rebuilt_with_length(trimmed, sequence_length)
 
 
 def bert_classifier(backbone, num_classes, sequence_length=DEFAULT_SEQUENCE_LENGTH, pooling="mean",
