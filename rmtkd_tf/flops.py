@@ -43,5 +43,6 @@ def layer_flops(layer):
 
 
 def model_flops(model):
-    """FLOPs per sample of the model's Dense and Conv2D layers (the rest is not counted)."""
+    """FLOPs per sample of the model's Dense and Conv2D layers and its transformer encoders (dense parts and
+    attention products, `rmtkd_tf.transformers.encoder_flops`); activations and norms are not counted."""
     return int(sum(layer_flops(layer) for _, layer in iter_graph_layers(model)))

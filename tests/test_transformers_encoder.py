@@ -193,11 +193,16 @@ def test_padding_tokens_are_excluded_from_the_covariance():
     assert "call" not in vars(encoder) and "call" not in vars(dense)
 
 
-def test_encoder_flops_count_dense_sublayers_at_every_token():
+def test_encoder_flops_count_dense_sublayers_at_every_token_and_the_attention_products():
     model = tiny_bert_classifier()
     teacher_encoder = dict(iter_graph_layers(model))[ENCODER.format(0)]
-    # q, k, v, attention output (16x16 each) and the FFN (16x32, 32x16), 2 FLOPs per MAC, 16 tokens.
-    assert encoder_flops(teacher_encoder) == SEQ_LEN * 2 * (4 * 16 * 16 + 2 * 16 * 32)
+    # q, k, v, attention output (16x16 each) and the FFN (16x32, 32x16), 2 FLOPs per MAC, at every token;
+    # the score and value products cost L x L x (all heads' key dims + value dims), untouched by surgery.
+    attention = teacher_encoder._self_attention_layer
+    heads_dims = attention._num_heads * (attention._key_dim + (attention._value_dim or attention._key_dim))
+    assert heads_dims == 2 * 16
+    attention_products = 2 * SEQ_LEN * SEQ_LEN * heads_dims
+    assert encoder_flops(teacher_encoder) == SEQ_LEN * 2 * (4 * 16 * 16 + 2 * 16 * 32) + attention_products
     student = factorize_model(model, {
         ENCODER.format(0) + "/ffn_intermediate": LayerFactors(np.eye(32)[:, :4], np.zeros(32)),
         ENCODER.format(0) + "/attention_output": LayerFactors(np.eye(16)[:, :3], np.zeros(16)),
@@ -206,7 +211,7 @@ def test_encoder_flops_count_dense_sublayers_at_every_token():
     })
     student_encoder = dict(iter_graph_layers(student))[ENCODER.format(0)]
     factorized = 2 * 16 * 16 + (16 * 5 + 5 * 16) + (16 * 3 + 3 * 16) + (16 * 4 + 4 * 32) + (32 * 6 + 6 * 16)
-    assert encoder_flops(student_encoder) == SEQ_LEN * 2 * factorized
+    assert encoder_flops(student_encoder) == SEQ_LEN * 2 * factorized + attention_products
     assert encoder_flops(model.get_layer("logits")) == 0
 
 
