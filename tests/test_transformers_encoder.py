@@ -233,6 +233,14 @@ def test_compressed_bert_exports_to_tflite_without_flex_ops(tmp_path):
     assert report.flex_ops == []
     assert report.verification["max_abs_err"] < 1e-4 and report.verification["top1_agreement"] == 1.0
     np.testing.assert_allclose(tflite_predict(report.path, x), student.predict(x, verbose=0), atol=1e-4)
+    # Each factorized part is two FULLY_CONNECTED ops between constant-shape reshapes: it adds no
+    # run-time shape arithmetic (SHAPE/GATHER/REDUCE_PROD/PACK), which the XNNPACK delegate does not take.
+    teacher_ops = export_tflite(model, tmp_path / "teacher.tflite").op_histogram
+    parts = sum(len(encoder_ranks(layer)) for _, layer in iter_graph_layers(student))
+    assert parts == 2 * len(ENCODER_PARTS)
+    assert report.op_histogram["FULLY_CONNECTED"] == teacher_ops["FULLY_CONNECTED"] + parts
+    for shape_op in ("SHAPE", "GATHER", "REDUCE_PROD", "PACK"):
+        assert report.op_histogram.get(shape_op, 0) <= teacher_ops.get(shape_op, 0), shape_op
 
 
 def test_with_sequence_length_keeps_weights_and_predictions_for_teacher_and_student():

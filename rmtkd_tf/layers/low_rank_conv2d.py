@@ -29,7 +29,7 @@ class LowRankConv2D(keras.layers.Layer):
 
     >>> import numpy as np
     >>> layer = LowRankConv2D(filters=16, rank=4, kernel_size=3, padding="same")
-    >>> layer(np.ones((2, 8, 8, 3), "float32")).shape
+    >>> tuple(layer(np.ones((2, 8, 8, 3), "float32")).shape)
     (2, 8, 8, 16)
     >>> layer.count_params()  # 3*3*3*4 + 4*16 + 16
     188

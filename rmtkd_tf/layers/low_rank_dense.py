@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from rmtkd_tf.layers.shapes import matmul_last_axis
+
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
 class LowRankDense(keras.layers.Layer):
@@ -31,7 +33,7 @@ class LowRankDense(keras.layers.Layer):
 
     >>> import numpy as np
     >>> layer = LowRankDense(units=8, rank=2)
-    >>> layer(np.ones((3, 5), "float32")).shape
+    >>> tuple(layer(np.ones((3, 5), "float32")).shape)
     (3, 8)
     >>> layer.count_params()  # 5*2 + 2*8 + 8
     34
@@ -84,11 +86,11 @@ class LowRankDense(keras.layers.Layer):
 
     def bottleneck(self, inputs):
         """The rank-`k` hidden representation `inputs @ down_kernel`."""
-        return ops.matmul(inputs, self.down_kernel)
+        return matmul_last_axis(inputs, self.down_kernel)
 
     def expand(self, hidden):
         """`activation(hidden @ up_kernel + bias)`."""
-        outputs = ops.matmul(hidden, self.up_kernel)
+        outputs = matmul_last_axis(hidden, self.up_kernel)
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
         return self.activation(outputs)

@@ -33,6 +33,7 @@ import keras_hub
 from keras import ops
 
 from rmtkd_tf.layers import LowRankDense
+from rmtkd_tf.layers.shapes import leading_shape
 
 QUERY_PART = "attention_query"
 KEY_PART = "attention_key"
@@ -126,10 +127,10 @@ class LowRankAttentionOutput(LowRankDense):
         # reshape + matmul, not einsum("...hd,hdk->...k"): TensorFlow's gradient of an ellipsis einsum
         # materialises a large intermediate (measured 250x slower fine-tuning); same weights either way.
         heads, head_dim = tuple(self.down_kernel.shape)[:2]
-        shape = ops.shape(inputs)
+        leading = leading_shape(inputs, 2)
         flat = ops.reshape(inputs, (-1, heads * head_dim))
         hidden = ops.matmul(flat, ops.reshape(self.down_kernel, (heads * head_dim, self.rank)))
-        return ops.reshape(hidden, tuple(shape[:-2]) + (self.rank,))
+        return ops.reshape(hidden, leading + (self.rank,))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-2]) + (self.units,)
@@ -174,9 +175,9 @@ class LowRankAttentionProjection(LowRankDense):
 
     def expand(self, hidden):
         # reshape + matmul rather than an ellipsis einsum (slow gradient in TensorFlow, see LowRankAttentionOutput).
-        shape = ops.shape(hidden)
+        leading = leading_shape(hidden, 1)
         flat = ops.matmul(ops.reshape(hidden, (-1, self.rank)), ops.reshape(self.up_kernel, (self.rank, self.units)))
-        outputs = ops.reshape(flat, tuple(shape[:-1]) + (self.num_heads, self.head_dim))
+        outputs = ops.reshape(flat, leading + (self.num_heads, self.head_dim))
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
         return self.activation(outputs)
