@@ -48,7 +48,7 @@ For each method: parameters, FLOPs, validation and test accuracy (Keras and its 
 1 thread), CPU-seconds per inference, and the wall time of the compression itself. Writes
 `benchmarks/results/compare_<name>.json` (after every method, so an interrupted run keeps what it
 measured), the accuracy-vs-parameters PNG, and prints the markdown table (`--write-markdown` puts it
-between the `<!-- compare:begin -->` / `<!-- compare:end -->` markers of BENCHMARKS.md).
+between the `<!-- compare:<name>:begin -->` / `<!-- compare:<name>:end -->` markers of BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -502,7 +502,7 @@ def run(args):
     table = markdown_table(result)
     print(table)
     if args.write_markdown:
-        write_markdown_section(table, HERE.parent / "BENCHMARKS.md")
+        write_markdown_section(table, HERE.parent / "BENCHMARKS.md", result["name"])
         log("updated the compare section of BENCHMARKS.md")
     return result
 

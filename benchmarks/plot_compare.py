@@ -4,8 +4,10 @@
     python benchmarks/plot_compare.py benchmarks/results/compare_cifar10_cnn.json --write    # + BENCHMARKS.md
 
 The PNG goes beside the JSON (same stem). `--write` replaces only the text between
-`<!-- compare:begin -->` and `<!-- compare:end -->` in BENCHMARKS.md, adding the two markers at
-the end of the file when they are missing; the rest of the file is left as it is.
+`<!-- compare:<name>:begin -->` and `<!-- compare:<name>:end -->` in BENCHMARKS.md (one pair per
+result, `<name>` its `name`, e.g. `compare_cifar10_cnn`), adding a heading and the two markers at the
+end of the file when they are missing; the rest of the file, the reading of each table included, is
+left as it is.
 
 For a transformer teacher (the result has `encoder_params`), the table adds the encoder blocks'
 parameters and their reduction, and the left plot's x axis is encoder parameters (the count the
@@ -19,7 +21,11 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+
+
+def markers(name):
+    """The begin/end comments around the generated table of the result called `name` in BENCHMARKS.md."""
+    return f"<!-- compare:{name}:begin -->", f"<!-- compare:{name}:end -->"
 
 # One look per method family, so the plot reads the same whatever subset was run.
 STYLE = {
@@ -42,6 +48,14 @@ def _speedup(entry, precision):
     return _fmt(value, ".2f") + "x" if value else "-"
 
 
+def _speedup_over_flop_ratio(entry, teacher):
+    """fp32 speed-up ÷ (teacher FLOPs / student FLOPs): how much of the FLOP-reduction bound is realised."""
+    speedup = (entry.get("latency") or {}).get("fp32", {}).get("speedup_vs_teacher")
+    if not speedup or not entry.get("flops"):
+        return None
+    return speedup / (teacher["flops"] / entry["flops"])
+
+
 def _has_encoders(result):
     return result["teacher"].get("encoder_params") is not None
 
@@ -53,7 +67,7 @@ def markdown_table(result):
     header = [
         "method", "params", "param red.", *(["encoder params", "encoder red."] if encoders else []), "MFLOPs", "test acc (Keras)", "Δ vs teacher",
         ".tflite acc fp32 / int8", "KiB fp32 / int8 / int8 gzip", "fp32 ms (teacher ms)", "fp32 speed-up",
-        "int8 speed-up", "CPU ms/inf fp32", "FT epochs", "compress wall (min)",
+        "int8 speed-up", "fp32 speed-up ÷ FLOP ratio", "CPU ms/inf fp32", "FT epochs", "compress wall (min)",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
@@ -79,6 +93,7 @@ def markdown_table(result):
             ms,
             "-" if is_teacher else _speedup(entry, "fp32"),
             "-" if is_teacher else _speedup(entry, "int8"),
+            "-" if is_teacher else _fmt(_speedup_over_flop_ratio(entry, teacher), ".2f"),
             "-" if cpu is None else f"{1000 * cpu:.3f}",
             "-" if is_teacher else str(entry.get("finetune_epochs")),
             "-" if is_teacher else f"{entry['compression_wall_s'] / 60:.1f}",
@@ -158,12 +173,13 @@ def plot_accuracy_vs_params(result, path):
     return str(path)
 
 
-def write_markdown_section(table, markdown_path):
-    """Replace the text between the compare markers of `markdown_path` (markers appended if missing)."""
+def write_markdown_section(table, markdown_path, name):
+    """Replace the text between the markers of result `name` in `markdown_path` (appended if missing)."""
     markdown_path = Path(markdown_path)
     doc = markdown_path.read_text() if markdown_path.exists() else ""
+    BEGIN, END = markers(name)
     if BEGIN not in doc or END not in doc:
-        heading = "\n## RMT-KD vs. alternatives (same teacher, split and budget)\n\n"
+        heading = f"\n### {name}\n\n"
         doc = doc.rstrip("\n") + "\n" + heading + BEGIN + "\n" + END + "\n"
     start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
     if end < start:
@@ -174,6 +190,7 @@ def write_markdown_section(table, markdown_path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", default=str(HERE / "results" / "compare_cifar10_cnn.json"))
+    # Each result's table sits between its own markers; several JSONs can be written in one call.
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args()
     result = json.loads(Path(args.json).read_text())
@@ -182,7 +199,7 @@ def main():
     print(table)
     print(f"\nwrote {png}")
     if args.write:
-        write_markdown_section(table, HERE.parent / "BENCHMARKS.md")
+        write_markdown_section(table, HERE.parent / "BENCHMARKS.md", result["name"])
 
 
 if __name__ == "__main__":
