@@ -154,6 +154,8 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--min-rank-ratio", type=float, default=0.02, show_default=True, help="Never reduce a layer below this k/d.")
 @click.option("--order", type=click.Choice(["shallow-to-deep", "block-by-block", "all-at-once"]), default="shallow-to-deep",
               show_default=True, help="Layers per step: one; one transformer block's parts; all.")
+@click.option("--split-on-rollback/--no-split-on-rollback", default=True, show_default=True,
+              help="Retry a rolled-back step of several layers in halves (shallower half first) instead of freezing them all.")
 @click.option("--layers", default=None, help="Comma-separated layer paths to consider (default: all Dense/Conv2D).")
 @click.option("--epochs-per-step", type=int, default=1, show_default=True, help="Self-distillation epochs after each reduction (0: surgery only).")
 @click.option("--final-epochs", type=int, default=0, show_default=True, help="Distillation epochs from the original teacher at the end.")
@@ -168,7 +170,7 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
              energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, target_params, max_drop, min_rank_ratio,
-             order, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
+             order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
              calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
 
@@ -192,6 +194,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
             min_rank_ratio=min_rank_ratio,
             max_drop=max_drop,
             order=order,
+            split_on_rollback=split_on_rollback,
             layers=layers.split(",") if layers else None,
             max_steps=max_steps,
             epochs_per_step=epochs_per_step,

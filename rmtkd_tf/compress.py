@@ -10,7 +10,11 @@ from the model *before* each step, until one of the stopping rules fires:
 - `max_steps` steps ran.
 
 A step whose validation accuracy falls more than `max_drop` points below the
-original model's is rolled back, and its layer is not touched again.
+original model's is rolled back, and its layer is not touched again. A rolled-back
+step of several layers (`order="block-by-block"` or `"all-at-once"`) is, with
+`split_on_rollback` (the default), retried as its shallower half, then its deeper
+half, each split again if it fails, so one layer that cannot be cut does not
+keep all the others dense; a single layer that fails is frozen.
 
 Calibration and validation samples are drawn from the *training* split only;
 the test split is used once, at the end, for the report. Every step is
@@ -56,6 +60,7 @@ class CompressionConfig:
     min_rank_ratio: float = 0.02  # never below ceil(min_rank_ratio * d)
     max_drop: float = 1.0  # accuracy points (validation) allowed below the original
     order: str = "shallow-to-deep"  # or "block-by-block" (an encoder's parts together), "all-at-once"
+    split_on_rollback: bool = True  # retry a rolled-back group of layers in halves (shallow half first)
     layers: list | None = None  # restrict to these layer paths
     include_output_layers: bool = False  # factorize the classifier head too
     max_steps: int = 50
@@ -263,7 +268,12 @@ def compress(model, data, config, output_dir, resume=False, log=print):
         if not open_paths:
             state["stopped"] = "no layer can be reduced further"
             break
-        if config.order == "all-at-once":
+        # Halves of a rolled-back group come first (see split_on_rollback); layers frozen since drop out.
+        pending = [[p for p in g if p in open_paths] for g in state.get("pending", [])]
+        pending = [g for g in pending if g]
+        if pending:
+            group = pending.pop(0)
+        elif config.order == "all-at-once":
             group = open_paths
         else:
             path, state["cursor"] = next_open_layer(eligible, open_paths, state.get("cursor", 0))
@@ -272,6 +282,7 @@ def compress(model, data, config, output_dir, resume=False, log=print):
             if block is not None:
                 group = [p for p in open_paths if _block_of(p, graph_paths) == block]
                 state["cursor"] = max(eligible.index(p) for p in group) + 1
+        state["pending"] = pending
 
         t0 = time.time()
         _seed_step(config.seed, step)
@@ -316,9 +327,16 @@ def compress(model, data, config, output_dir, resume=False, log=print):
         ranks = ", ".join(f"{d.path}: {d.dim}->{d.rank}" for d in decisions if d.rank is not None)
         if drop is not None and drop > config.max_drop:
             record.update(accepted=False, reason=f"validation accuracy drop {drop:.2f} > max_drop {config.max_drop}")
-            for path in factors:
-                state["frozen"][path] = f"rolled back at step {step}: drop {drop:.2f} points"
-            log(f"step {step}: {ranks}: val acc {val_acc:.2f} (drop {drop:.2f}) -> rolled back")
+            cut = [p for p in group if p in factors]  # shallow to deep, as the group is
+            if config.split_on_rollback and len(cut) > 1:
+                half = (len(cut) + 1) // 2
+                state["pending"] = [cut[:half], cut[half:]] + state.get("pending", [])
+                retry = f"; retrying its {half} shallower, then {len(cut) - half} deeper layers"
+            else:
+                for path in factors:
+                    state["frozen"][path] = f"rolled back at step {step}: drop {drop:.2f} points"
+                retry = ""
+            log(f"step {step}: {ranks}: val acc {val_acc:.2f} (drop {drop:.2f}) -> rolled back{retry}")
         else:
             record.update(accepted=True)
             save_model(student, run.checkpoint_path(step))

@@ -115,3 +115,25 @@ def test_invalid_configs():
         CompressionConfig(target_params=2.0)
     with pytest.raises(RMTKDError, match="order"):
         CompressionConfig(order="random")
+
+
+def test_rolled_back_group_is_retried_in_halves_and_only_the_failing_layer_freezes(task, tmp_path):
+    model, data = task
+    # Rank 1 without fine-tuning: cutting hidden1 costs ~17 validation points, hidden2 (whose output feeds a
+    # 3-class head) nothing. The all-at-once step fails as a whole; its halves are retried shallow first.
+    config = _config(rank_rule="fixed-rank", rule_params={"rank": 1}, max_drop=0.0, epochs_per_step=0,
+                     order="all-at-once", max_steps=5)
+    student, report = compress(model, data, config, tmp_path / "split", log=lambda m: None)
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [(s["layers"], s["accepted"]) for s in history["steps"]][:3] == [
+        (["hidden1", "hidden2"], False), (["hidden1"], False), (["hidden2"], True)]
+    assert "rolled back at step 2" in report["frozen_layers"]["hidden1"]
+    assert type(student.get_layer("hidden1")).__name__ == "Dense"
+    assert type(student.get_layer("hidden2")).__name__ == "LowRankDense"
+    # Without splitting, the failed group freezes both layers and the student is the teacher.
+    no_split = _config(**{**config.__dict__, "split_on_rollback": False})
+    student, report = compress(model, data, no_split, tmp_path / "no_split", log=lambda m: None)
+    history = json.loads((tmp_path / "no_split" / "history.json").read_text())
+    assert [s["layers"] for s in history["steps"]] == [["hidden1", "hidden2"]]
+    assert set(report["frozen_layers"]) == {"hidden1", "hidden2"}
+    assert student.count_params() == model.count_params()
