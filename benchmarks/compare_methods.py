@@ -335,7 +335,7 @@ def run(args):
             "dense-small-kd trains from scratch (fresh init) with the same epochs; its learning rate is "
             "scratch_learning_rate because 1e-4 is a fine-tuning rate for converged weights; after training its "
             "BatchNorm statistics are re-estimated on training images (kept only if validation accuracy does not drop).",
-            "FLOPs count Dense/Conv2D multiply-adds as executed (dense for the pruned model).",
+            "FLOPs count the matrix products as executed, 2 per multiply-add (dense for the pruned model): Dense/Conv2D layers and, in a transformer encoder, its projections at every token plus the attention score and value products.",
         ],
         "methods": [],
     }
@@ -372,6 +372,10 @@ def run(args):
             entry["encoder_param_reduction"] = 1.0 - entry["encoder_params"] / teacher_encoder_params
         result["methods"].append(entry)
         save()
+        # The final model, for later analysis (e.g. benchmarks/latency_floor.py); the run folder is not committed.
+        from rmtkd_tf.io import save_model
+
+        save_model(model, run_dir / method / "model.keras")
         log(f"{method}: {entry['params']:,} params, test {entry['test_accuracy']:.2f}% "
             f"(tflite fp32 {entry['tflite_fp32_test_accuracy']:.2f}%, int8 {entry['tflite_int8_test_accuracy']:.2f}%), "
             f"fp32 speed-up {entry['latency']['fp32']['speedup_vs_teacher']:.2f}x, wall {wall_s:.0f}s")
@@ -399,7 +403,8 @@ def run(args):
         return True
 
     rmtkd_student, rmtkd = run_loop("rmtkd-mp", "mp", {"tau": args.tau},
-                                    "RMT-KD: MP-edge ranks on activation covariances, shallow-to-deep, self-distillation")
+                                    "RMT-KD: MP-edge ranks on activation covariances, "
+                                    f"{args.order}, self-distillation")
     target_params = rmtkd["params"]
     target_encoder_params = rmtkd["encoder_params"]
     budget = rmtkd["finetune_epochs"]
