@@ -276,7 +276,7 @@ def run(args):
         width_for_parameter_count,
     )
     from rmtkd_tf.compress import CompressionConfig, accuracy, compress
-    from rmtkd_tf.io import write_json
+    from rmtkd_tf.io import save_model, write_json
     from rmtkd_tf.pipeline import load_task
     from rmtkd_tf.surgery import factorize_model
 
@@ -382,8 +382,6 @@ def run(args):
         result["methods"].append(entry)
         save()
         # The final model, for later analysis (e.g. benchmarks/latency_floor.py); the run folder is not committed.
-        from rmtkd_tf.io import save_model
-
         save_model(model, run_dir / method / "model.keras")
         log(f"{method}: {entry['params']:,} params, test {entry['test_accuracy']:.2f}% "
             f"(tflite fp32 {entry['tflite_fp32_test_accuracy']:.2f}%, int8 {entry['tflite_int8_test_accuracy']:.2f}%), "

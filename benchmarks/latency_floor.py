@@ -39,15 +39,14 @@ def floor_model(teacher):
     """The teacher with every transformer-encoder part factorized at rank 1."""
     import numpy as np
 
-    from rmtkd_tf.model_walk import composite_parts, dense_matrix_shape, iter_factorizable_layers, iter_graph_layers
+    from rmtkd_tf.model_walk import composite_parts, dense_matrix_shape, iter_graph_layers
     from rmtkd_tf.surgery import LayerFactors, factorize_model
 
-    encoder_paths = {path for path, layer in iter_graph_layers(teacher) if composite_parts(layer) is not None}
     factors = {}
-    for path, layer in iter_factorizable_layers(teacher):
-        if path.rsplit("/", 1)[0] in encoder_paths:
-            units = dense_matrix_shape(layer)[1]
-            factors[path] = LayerFactors(np.eye(units)[:, :1], np.zeros(units))
+    for path, layer in iter_graph_layers(teacher):
+        for part, sublayer in (composite_parts(layer) or {}).items():  # the parts of each encoder block
+            units = dense_matrix_shape(sublayer)[1]
+            factors[f"{path}/{part}"] = LayerFactors(np.eye(units)[:, :1], np.zeros(units))
     if not factors:
         raise SystemExit("error: the teacher has no transformer encoder parts to factorize")
     return factorize_model(teacher, factors), len(factors)
@@ -70,7 +69,7 @@ def main(argv=None) -> int:
     from rmtkd_tf.flops import model_flops
     from rmtkd_tf.io import write_json
     from rmtkd_tf.pipeline import load_task
-    from run_compression import _one_real_example
+    from compare_methods import one_real_example
 
     task = load_task(args.teacher, args.data, limit=200, calibration_fraction=0.1)
     teacher = task.model
@@ -92,8 +91,8 @@ def main(argv=None) -> int:
             print(f"timing teacher vs {who}", flush=True)
             comparisons[who] = compare_tflite(
                 paths["teacher"], paths[who], threads=1, warmup=20, runs=args.runs,
-                inputs_a=_one_real_example(paths["teacher"], x_test),
-                inputs_b=_one_real_example(paths[who], x_test)).to_dict()
+                inputs_a=one_real_example(paths["teacher"], x_test),
+                inputs_b=one_real_example(paths[who], x_test)).to_dict()
     # Speed-ups as teacher/other medians from each interleaved pair (the teacher is re-timed in each).
     speedup = {who: c["ratios"]["median_latency_a_over_b"] for who, c in comparisons.items()}
     floor_speedup = speedup["floor"]

@@ -190,7 +190,6 @@ def write_markdown_section(table, markdown_path, name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", default=str(HERE / "results" / "compare_cifar10_cnn.json"))
-    # Each result's table sits between its own markers; several JSONs can be written in one call.
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args()
     result = json.loads(Path(args.json).read_text())

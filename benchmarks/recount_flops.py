@@ -39,6 +39,7 @@ def recount(result_path: Path) -> bool:
     import rmtkd_tf  # noqa: F401  (registers the factorized layers for loading)
     from rmtkd_tf.flops import model_flops
     from rmtkd_tf.io import write_json
+    from run_compression import add_flop_ratios
 
     result = json.loads(result_path.read_text())
     student_path = HERE / "runs" / result["name"] / "student.keras"
@@ -61,11 +62,7 @@ def recount(result_path: Path) -> bool:
     flops = {who: int(model_flops(model)) for who, model in timed.items()}
     before = result.get("flops_timed")
     result["flops_timed"] = flops
-    for entry in result.get("host_latency", {}).values():
-        entry["flop_ratio"] = flops["teacher"] / max(flops["student"], 1)
-        speedup = entry.get("ratios", {}).get("median_latency_a_over_b")
-        if speedup:
-            entry["speedup_over_flop_ratio"] = speedup / entry["flop_ratio"]
+    add_flop_ratios(result.get("host_latency", {}), flops)
     result["flops_recounted"] = {"date": time.strftime("%Y-%m-%d"), "definition": DEFINITION,
                                  "flops_timed_before": before}
     write_json(result_path, result)
@@ -78,6 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("results", nargs="+", type=Path, help="benchmarks/results/<name>.json from run_compression.py")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(HERE))  # run_compression beside this file
     for path in args.results:
         recount(path)
     return 0

@@ -39,14 +39,14 @@ def main(argv=None) -> int:
     from rmtkd_tf.bench.host import compare_tflite
     from rmtkd_tf.io import write_json
     from rmtkd_tf.pipeline import load_task
-    from run_compression import _one_real_example
+    from compare_methods import one_real_example
 
     for path in (args.a, args.b):
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist")
     x_test = load_task(args.model, args.data, limit=100).data.x_test
     cmp = compare_tflite(args.a, args.b, threads=1, warmup=20, runs=args.runs,
-                         inputs_a=_one_real_example(args.a, x_test), inputs_b=_one_real_example(args.b, x_test)).to_dict()
+                         inputs_a=one_real_example(args.a, x_test), inputs_b=one_real_example(args.b, x_test)).to_dict()
     ratios = cmp["ratios"]
     write_json(args.out, {
         "command": "python benchmarks/retime_pair.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -116,6 +116,7 @@ def main():
                 print(f"export {path.name}", flush=True)
                 export_tflite(model, path, precision=precision, representative_data=calibration,
                               verify_inputs={k: v[:64] for k, v in timed_x.items()})
+    from compare_methods import one_real_example
     from rmtkd_tf.flops import model_flops
 
     flops = {who: int(model_flops(model)) for who, model in timed.items()}
@@ -124,13 +125,9 @@ def main():
         print(f"latency {precision}", flush=True)
         a, b = run_dir / f"teacher_{precision}{suffix}.tflite", run_dir / f"student_{precision}{suffix}.tflite"
         cmp = compare_tflite(a, b, threads=1, warmup=20, runs=args.runs,
-                             inputs_a=_one_real_example(a, timed_x), inputs_b=_one_real_example(b, timed_x))
+                             inputs_a=one_real_example(a, timed_x), inputs_b=one_real_example(b, timed_x))
         latency[precision] = cmp.to_dict()
-        # The FLOP ratio bounds the speed-up a dense student can reach; report how much of it is realised.
-        latency[precision]["flop_ratio"] = flops["teacher"] / max(flops["student"], 1)
-        speedup = latency[precision]["ratios"].get("median_latency_a_over_b")
-        if speedup:
-            latency[precision]["speedup_over_flop_ratio"] = speedup / latency[precision]["flop_ratio"]
+    add_flop_ratios(latency, flops)
     result = {
         "name": args.name,
         "command": "python benchmarks/run_compression.py " + " ".join(sys.argv[1:]),
@@ -147,21 +144,17 @@ def main():
     print(json.dumps({k: result["compression"][k] for k in ("param_reduction", "flop_reduction", "stopped")}, indent=1))
 
 
-def _one_real_example(path, x_test):
-    """Batch-1 real input for a multi-input (BERT) model, keyed by the interpreter's tensor names.
+def add_flop_ratios(latency, flops):
+    """Add `flop_ratio` and `speedup_over_flop_ratio` to each precision's teacher/student comparison.
 
-    Random token ids would be out of the vocabulary's range; image models get random inputs as usual.
+    The FLOP ratio bounds the speed-up a dense student can reach; the second figure is how much of it is
+    realised. `flops` is `{"teacher": ..., "student": ...}` of the timed models.
     """
-    if not isinstance(x_test, dict):
-        return None
-    from ai_edge_litert.interpreter import Interpreter
-
-    details = Interpreter(model_path=str(path)).get_input_details()
-    inputs = {}
-    for detail in details:
-        key = next(k for k in x_test if k in detail["name"])
-        inputs[detail["name"]] = x_test[key][:1].astype(detail["dtype"])
-    return inputs
+    for entry in latency.values():
+        entry["flop_ratio"] = flops["teacher"] / max(flops["student"], 1)
+        speedup = entry.get("ratios", {}).get("median_latency_a_over_b")
+        if speedup:
+            entry["speedup_over_flop_ratio"] = speedup / entry["flop_ratio"]
 
 
 if __name__ == "__main__":

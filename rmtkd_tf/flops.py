@@ -7,15 +7,22 @@ import numpy as np
 from rmtkd_tf.model_walk import iter_graph_layers, layer_kind
 
 
-def _output_positions(layer):
-    """Spatial positions per sample summed over every call of `layer` (1 for a Dense on vectors)."""
-    positions = 0
-    nodes = getattr(layer, "_inbound_nodes", [])
-    for node in nodes:
+def output_positions_per_call(layer):
+    """Spatial (or token) positions per sample of each output of `layer` in the model graph, one per call.
+
+    1 for an output without such axes (a Dense on vectors); a `(batch, tokens, d)` output counts its tokens.
+    """
+    counts = []
+    for node in getattr(layer, "_inbound_nodes", []):
         for tensor in node.output_tensors:
             shape = tuple(tensor.shape)
-            positions += int(np.prod([s for s in shape[1:-1] if s is not None])) if len(shape) > 2 else 1
-    return max(positions, 1)
+            counts.append(int(np.prod([s for s in shape[1:-1] if s is not None])) if len(shape) > 2 else 1)
+    return counts
+
+
+def _output_positions(layer):
+    """Positions per sample summed over every call of `layer` (1 for a Dense on vectors)."""
+    return max(sum(output_positions_per_call(layer)), 1)
 
 
 def layer_flops(layer):

@@ -29,17 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rmtkd_tf.flops import output_positions_per_call
 from rmtkd_tf.transformers.low_rank_encoder import is_transformer_encoder
-
-
-def _sequence_lengths(encoder):
-    """Token positions of each output of `encoder` in the model graph (one entry per call)."""
-    lengths = []
-    for node in getattr(encoder, "_inbound_nodes", []):
-        for tensor in node.output_tensors:
-            shape = tuple(tensor.shape)
-            lengths.append(int(np.prod([s for s in shape[1:-1] if s is not None])))
-    return lengths or [1]
 
 
 def _attention_product_macs(encoder, length):
@@ -67,6 +58,6 @@ def encoder_flops(encoder):
         return 0
     leaves = [sub for sub in encoder._flatten_layers(include_self=False) if not list(sub._flatten_layers(include_self=False))]
     dense_macs = sum(_dense_macs(sub) for sub in leaves)
-    lengths = _sequence_lengths(encoder)
+    lengths = output_positions_per_call(encoder) or [1]  # tokens of each call of the encoder
     attention_macs = sum(_attention_product_macs(encoder, length) for length in lengths)
     return 2 * (dense_macs * sum(lengths) + attention_macs)
