@@ -35,6 +35,7 @@ class LayerDecision:
     params_after: int
     skipped: str | None = None
     rule: dict | None = None
+    noise: dict | None = None  # the rank rule's noise fit, if it has one (reused when the layer is analysed again)
     eigenvalues: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self, with_eigenvalues=False):
@@ -55,7 +56,7 @@ def layer_geometry(layer):
     return fan_in, units, int(layer.count_params())
 
 
-def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
+def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, prior_noise=None):
     """Rank decisions and factors for the layers with statistics.
 
     Args:
@@ -66,6 +67,9 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         min_rank_ratio: never go below `ceil(min_rank_ratio * d)` with d the
             layer's output width.
         min_rank: never go below this rank.
+        prior_noise: dict path -> noise fit (`LayerDecision.noise`) of an earlier
+            analysis of the same layer; the rank rule reuses it instead of
+            fitting the noise again on the directions already kept.
 
     Returns:
         `(decisions, factors)`: a list of `LayerDecision` and a dict
@@ -96,12 +100,16 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         decision.eigenvalues = eigenvalues
         layer_rule = copy.deepcopy(rule)
         try:
-            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_samples, 1)))
+            prior = (prior_noise or {}).get(path)
+            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_samples, 1),
+                                              **({} if prior is None else {"noise": prior})))
         except ValueError as exc:  # degenerate spectrum (all zeros, too few samples)
             decision.skipped = f"rank rule failed: {exc}"
             continue
         decision.rule_rank = rule_rank
         decision.rule = layer_rule.to_dict()
+        fitted_noise = getattr(layer_rule, "noise_", None)
+        decision.noise = None if fitted_noise is None else fitted_noise.to_dict()
         floor = max(int(min_rank), math.ceil(min_rank_ratio * units))
         rank = min(max(rule_rank, floor), stats.dim)
         after = low_rank_parameter_count(fan_in, units, rank)
@@ -113,8 +121,13 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
                 f"rank {rank} of {units} would not save parameters ({after} >= {params})"
             )
             continue
-        _, basis = leading_eigenvectors(stats.covariance, rank)
         decision.rank = rank
         decision.params_after = after
-        factors[path] = LayerFactors(basis=basis, mean=stats.mean)
+        factors[path] = layer_factors(stats, decision, rank)
     return decisions, factors
+
+
+def layer_factors(stats, decision, rank):
+    """The `LayerFactors` that keep the `rank` leading directions of a layer's analysed covariance."""
+    _, basis = leading_eigenvectors(stats.covariance, rank)
+    return LayerFactors(basis=basis, mean=stats.mean)
