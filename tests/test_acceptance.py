@@ -219,3 +219,15 @@ print("HEAVY:" + ",".join(sorted(m for m in ("tensorflow", "keras", "jax", "torc
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert "HEAVY:\n" in result.stdout, result.stdout
+
+
+def test_upper_bound_rule_rarely_accepts_a_student_that_really_loses_two_points():
+    # The failure this module answers: on 750 validation examples a point estimate within --max-drop 1
+    # often hides a true drop of 2 points; the upper-bound rule accepts it at most (1 - 0.95) / 2 of the time.
+    n, p_lost, p_gained = 750, 0.06, 0.04
+    rng = np.random.default_rng(7)
+    draws = rng.multinomial(n, [p_lost, p_gained, 1 - p_lost - p_gained], size=2000)
+    estimates = [drop_from_counts(int(b), int(c), n) for b, c, _ in draws]
+    by_point = np.mean([e.drop <= 1.0 for e in estimates])
+    by_bound = np.mean([accept_drop(e, 1.0) for e in estimates])
+    assert by_point > 0.1 and by_bound <= 0.025, (by_point, by_bound)
