@@ -90,11 +90,6 @@ _common = [
     click.option("--validation-fraction", type=float, default=0.1, show_default=True,
                  help="Of the training split, used when the data has no validation split of its own "
                       "(SST-2's dev.tsv, an image folder's val/ are used as they are)."),
-    click.option("--validation", "validation", default="auto", show_default=True, metavar="SPEC",
-                 help="Where the validation set (checked against --max-drop) comes from: auto (the data's own "
-                      "validation split, else carved from train with a warning), train (carved from train), "
-                      "test-split (a stratified half of the test split; test figures on the other half), "
-                      "or a data path in any --data format whose rows are the validation set."),
     click.option("--rank-rule", type=click.Choice(["mp", "energy", "gavish-donoho", "fixed-rank", "fixed-ratio"]), default="mp", show_default=True),
     click.option("--tau", type=float, default=0.5, show_default=True, help="Quantile initialising the MP noise fit."),
     click.option("--energy", "energy_fraction", type=float, default=0.95, show_default=True, help="For --rank-rule energy."),
@@ -133,7 +128,7 @@ def _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio):
 @click.argument("model", type=click.Path(dir_okay=True), required=False)
 @common_options
 @click.option("--no-plots", is_flag=True, help="Skip the per-layer PNGs.")
-def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, validation, rank_rule, tau,
+def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, no_plots):
     """Per-layer activation spectra, fitted MP noise and chosen ranks (JSON + PNGs)."""
     from rmtkd_tf.pipeline import analyze_model
@@ -141,7 +136,7 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
     log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
     task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
-                    tokenizer=tokenizer, seq_len=seq_len, validation=validation)
+                    tokenizer=tokenizer, seq_len=seq_len)
     try:
         result = analyze_model(
             task, rank_rule, _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
@@ -155,6 +150,11 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=True), required=False)
 @common_options
+@click.option("--validation", "validation", default="auto", show_default=True, metavar="SPEC",
+              help="Where the validation set (checked against --max-drop) comes from: auto (the data's own "
+                   "validation split, else carved from train with a warning), train (carved from train), "
+                   "test-split (a stratified half of the test split; test figures on the other half), "
+                   "or a data path in any --data format whose rows are the validation set.")
 @click.option("--target-params", type=float, default=None, help="Stop once params <= this fraction of the original (e.g. 0.2).")
 @click.option("--max-drop", type=float, default=1.0, show_default=True, help="Max validation accuracy drop (points); worse steps roll back.")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
@@ -176,8 +176,9 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
-def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, validation, rank_rule, tau,
-             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, target_params, max_drop, confidence,
+def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
+             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, validation, target_params, max_drop,
+             confidence,
              min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
              calibration_samples, resume, do_export, precision):

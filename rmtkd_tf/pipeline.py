@@ -21,6 +21,7 @@ class Task:
     data: object  # rmtkd_tf.compress.CompressionData
     splits: object  # rmtkd_tf.data.DataSplits
     description: str
+    validation_warning: str | None = None  # logged by compress_task: validation carved from train
 
 
 def _input_shape(model):
@@ -105,7 +106,8 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     `dev.tsv`, an image folder's `val/`), since a teacher usually fits its training examples better than
     new ones and a validation drawn from them would measure forgetting of memorised examples; otherwise
     (or with `validation="train"`) a stratified `validation_fraction` of the training split, held out of
-    fine-tuning, with a `warning:` line. `validation="test-split"` takes a stratified half of the test
+    fine-tuning; `task.validation_warning` then says why that is optimistic (`compress_task` logs it).
+    `validation="test-split"` takes a stratified half of the test
     split (the test figures are then on the other half only); any other value is a data spec whose rows
     are the validation set. `task.data.validation_origin` says which was used.
     """
@@ -161,9 +163,9 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     description = f"{splits.describe()}; {choice.note}"
     log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)} ({choice.origin}), "
         f"fine-tuning {len(data.y_train)}")
-    if choice.carve_from_train:
-        log(carved_from_train_warning(len(y_val), automatic=validation == "auto"))
-    return Task(model=model, model_path=Path(model_path), data=data, splits=splits, description=description)
+    warning = carved_from_train_warning(len(y_val), automatic=validation == "auto") if choice.carve_from_train else None
+    return Task(model=model, model_path=Path(model_path), data=data, splits=splits, description=description,
+                validation_warning=warning)
 
 
 def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=print):
@@ -219,6 +221,8 @@ def compress_task(task, config, output_dir, resume=False, export_precision="fp32
 
     output_dir = Path(output_dir)
     t0 = time.time()
+    if task.validation_warning:
+        log(task.validation_warning)
     warn_if_validation_too_small(task.data, config, log)
     student, report = compress(task.model, task.data, config, output_dir, resume=resume, log=log)
     save_model(student, output_dir / "student.keras")

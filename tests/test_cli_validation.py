@@ -63,3 +63,10 @@ def test_bad_validation_options_are_one_line_errors(tiny, tmp_path, extra, messa
     result = _compress(tiny, tmp_path / "out", *extra)
     assert result.exit_code != 0 and message in result.output
     assert "Traceback" not in result.output
+
+
+def test_analyze_has_no_validation_warning(tiny, tmp_path):
+    args = ["analyze", str(tiny / "model.keras"), "--data", str(tiny / "data.npz"), "-o", str(tmp_path / "a"), "--no-plots"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "warning:" not in result.output

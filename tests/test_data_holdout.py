@@ -189,9 +189,12 @@ def test_load_task_carves_from_train_with_a_loud_warning(tabular_task):
     task, lines = _load(tabular_task, "auto")
     assert task.data.validation_origin == "carved from train" and len(task.data.y_validation) == 12
     assert len(task.data.y_train) == 108 and len(task.data.y_test) == 61
-    warnings = [line for line in lines if line.startswith("warning: ")]
-    assert len(warnings) == 1 and "carved from the training split (12 examples)" in warnings[0]
-    assert "carved from the training split" in task.description
+    # compress_task logs the warning (test_cli_validation); analyze, which needs no validation, does not.
+    assert task.validation_warning.startswith("warning: the data has no validation split of its own")
+    assert "carved from the training split (12 examples)" in task.validation_warning
+    assert "carved from the training split" in task.description and "carved" in " ".join(lines)
+    explicit, _ = _load(tabular_task, "train")
+    assert explicit.validation_warning.startswith("warning: validation is carved from the training split")
 
 
 def test_load_task_test_split_reports_on_the_other_half(tabular_task):
@@ -200,7 +203,7 @@ def test_load_task_test_split_reports_on_the_other_half(tabular_task):
     assert len(task.data.y_validation) == 31 and len(task.data.y_test) == 30
     assert len(task.data.y_train) == 120  # nothing of train held out
     assert "test figures are on the remaining half (30)" in task.description
-    assert not any(line.startswith("warning: ") for line in lines)
+    assert task.validation_warning is None and not any(line.startswith("warning: ") for line in lines)
     validation_rows = {row.tobytes() for row in task.data.x_validation}
     assert validation_rows.isdisjoint(row.tobytes() for row in task.data.x_test)
 
@@ -209,7 +212,7 @@ def test_load_task_takes_validation_from_a_data_spec(tabular_task):
     task, lines = _load(tabular_task, str(tabular_task / "held_out.npz"))
     assert task.data.validation_origin == f"file {tabular_task / 'held_out.npz'}"
     assert len(task.data.y_validation) == 21 and len(task.data.y_train) == 120 and len(task.data.y_test) == 61
-    assert not any(line.startswith("warning: ") for line in lines)
+    assert task.validation_warning is None and not any(line.startswith("warning: ") for line in lines)
 
 
 def test_validation_size_warning_for_the_requested_max_drop(tabular_task):
