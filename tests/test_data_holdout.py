@@ -223,3 +223,29 @@ def test_validation_size_warning_for_the_requested_max_drop(tabular_task):
     assert len(lines) == 1 and lines[0].startswith("warning: 31 validation examples are too few")
     config.max_drop = 60.0
     assert warn_if_validation_too_small(task.data, config, lines.append) is None and len(lines) == 1
+
+
+def test_a_text_spec_with_named_labels_is_matched_by_name(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("text\tlabel\ngood\tpos\nbad\tneg\nfine\tpos\n")
+    (tmp_path / "data" / "test.tsv").write_text("text\tlabel\ngreat\tpos\nawful\tneg\n")
+    (tmp_path / "held_out.tsv").write_text("text\tlabel\nsplendid\tpos\nlovely\tpos\n")  # no "neg": own index 0
+    splits = load_data(tmp_path / "data")
+    choice = choose_validation(splits, str(tmp_path / "held_out.tsv"))
+    assert list(choice.splits.x_val) == ["splendid", "lovely"] and choice.splits.y_val.tolist() == [1, 1]
+    halves = choose_validation(splits, "test-split").splits
+    assert sorted(halves.x_val.tolist() + halves.x_test.tolist()) == ["awful", "great"]
+
+
+def test_load_task_encodes_a_text_validation_spec_and_test_halves(tmp_path):
+    from test_transformers_bert import SEQ_LEN, save_toy_bert, write_sentiment_tsv
+
+    data = write_sentiment_tsv(tmp_path / "toy", n_train=40, n_test=12)
+    held_out = write_sentiment_tsv(tmp_path / "held_out", n_train=10, n_test=0, seed=1) / "train.tsv"
+    model_path = save_toy_bert(tmp_path)
+    task = load_task(model_path, data, validation=str(held_out), log=lambda m: None)
+    assert task.data.x_validation["token_ids"].shape == (10, SEQ_LEN) and len(task.data.y_train) == 40
+    assert task.data.validation_origin == f"file {held_out}"
+    halves = load_task(model_path, data, validation="test-split", log=lambda m: None)
+    assert len(halves.data.y_validation) == len(halves.data.y_test) == 6
+    assert halves.data.x_validation["token_ids"].shape == (6, SEQ_LEN)
