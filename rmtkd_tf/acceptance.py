@@ -8,14 +8,16 @@ Comparing two unpaired accuracies (or a point estimate against `max_drop`) ignor
 examples one example is 0.13 points, and a point drop of 0.5 may well hide a true drop of 2.
 
 The interval is Tango's asymptotic score interval for a difference of paired proportions
-(Tango 1998, Stat. Med. 17:891-908; corrected 1999, 18:3511). Why this one: among the intervals for
-paired proportions it is the one Fagerland, Lydersen & Laake (2014, Stat. Methods Med. Res. 24:4, "Recommended
-tests and confidence intervals for paired binomial proportions") find closest to nominal coverage
-for small and moderate `n`; like Wilson's interval it is obtained by inverting a score test, so it stays
-inside [-100, 100] points, is defined at 0 discordant pairs (then it is `±z²/(n + z²)`, the Wilson-like
-interval around 0) and at the edges (all examples discordant one way), and needs no continuity fudge.
-An exact conditional binomial test on the discordant pairs would answer "is the student worse at all?",
-not "by how many points?", and Wald intervals collapse to a point at 0 discordant pairs.
+(T. Tango, Stat. Med. 17:891-908, 1998). Why this one: it is among the intervals that Fagerland, Lydersen
+& Laake ("Recommended tests and confidence intervals for paired binomial proportions", Stat. Med.
+33:2850-2875, 2014) recommend for the paired difference, with coverage close to nominal for small and
+moderate `n` (tests/test_acceptance.py checks this by simulation); like Wilson's interval it inverts
+a score test, so it stays inside [-100, 100] points, is defined at 0 discordant pairs (then it is
+`±z²/(n + z²)`, a Wilson-like interval around 0) and at the edges (all examples discordant one way),
+and needs no continuity fudge. An exact conditional binomial test on the discordant pairs answers
+"is the student worse at all?", not "by how many points?", and Wald intervals collapse to a point at
+0 discordant pairs. Its one-sided upper bound is slightly liberal when the student is clearly better
+than its teacher (few lost, many gained examples), which is not where an accept decision is close.
 
 A step is accepted only when the **upper** bound of the two-sided `confidence` interval is at most
 `max_drop` (`accept_drop`): the true drop then exceeds `max_drop` with probability at most

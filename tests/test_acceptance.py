@@ -231,3 +231,21 @@ def test_upper_bound_rule_rarely_accepts_a_student_that_really_loses_two_points(
     by_point = np.mean([e.drop <= 1.0 for e in estimates])
     by_bound = np.mean([accept_drop(e, 1.0) for e in estimates])
     assert by_point > 0.1 and by_bound <= 0.025, (by_point, by_bound)
+
+
+@settings(max_examples=5, deadline=None)
+@given(n=st.integers(10, 60), p_gained=st.floats(0.0, 0.2), extra_lost=st.floats(0.0, 0.2))
+def test_upper_bound_holds_one_sided_when_the_student_is_not_better(n, p_gained, extra_lost):
+    # Exact enumeration of every (lost, gained) outcome: the probability that the true drop is within the
+    # upper bound, which is what an accept decision relies on, is near its one-sided 97.5%.
+    from scipy.stats import multinomial
+
+    p_lost = p_gained + extra_lost
+    probabilities = [p_lost, p_gained, 1 - p_lost - p_gained]
+    covered = sum(
+        multinomial.pmf([b, c, n - b - c], n, probabilities)
+        for b in range(n + 1)
+        for c in range(n + 1 - b)
+        if p_lost - p_gained <= tango_interval(b, c, n, Z95)[1] + 1e-12
+    )
+    assert covered >= 0.96, (covered, n, p_lost, p_gained)
