@@ -89,18 +89,21 @@ def test_auto_prefers_the_own_split_and_train_carves_even_then():
 def test_test_split_halves_are_disjoint_stratified_and_cover_the_test_split():
     splits = _splits()
     choice = choose_validation(splits, "test-split", seed=3)
-    validation, test = choice.splits, choice.splits
-    rows = lambda x: {tuple(row) for row in x}  # noqa: E731 -- test rows are distinct (arange)
-    assert rows(validation.x_val).isdisjoint(rows(test.x_test))
-    assert rows(validation.x_val) | rows(test.x_test) == rows(splits.x_test)
-    counts_val, counts_test = np.bincount(validation.y_val, minlength=3), np.bincount(test.y_test, minlength=3)
+    halves = choice.splits
+
+    def rows(x):  # the test rows are distinct (arange), so sets of rows compare the splits
+        return {tuple(row) for row in x}
+
+    assert rows(halves.x_val).isdisjoint(rows(halves.x_test))
+    assert rows(halves.x_val) | rows(halves.x_test) == rows(splits.x_test)
+    counts_val, counts_test = np.bincount(halves.y_val, minlength=3), np.bincount(halves.y_test, minlength=3)
     assert (counts_val + counts_test).tolist() == [17, 9, 4] and np.abs(counts_val - counts_test).max() <= 1
     assert choice.origin == "half of test" and not choice.carve_from_train
     assert "remaining half (15)" in choice.note and "15 of 30" in choice.note
     np.testing.assert_array_equal(choice.splits.x_train, splits.x_train)  # train untouched
     assert splits.x_val is None and len(splits.y_test) == 30  # the input is not modified
     other_seed = choose_validation(splits, "test-split", seed=4).splits.x_val
-    assert rows(other_seed) != rows(validation.x_val)
+    assert rows(other_seed) != rows(halves.x_val)
 
 
 def test_stratified_halves_of_tiny_and_odd_classes():
