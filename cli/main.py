@@ -59,7 +59,7 @@ def _resolve_inputs(model_path, data_spec):
 
 
 def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
-             tokenizer=None, seq_len=None):
+             tokenizer=None, seq_len=None, validation="auto"):
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.pipeline import load_task
 
@@ -74,6 +74,7 @@ def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, v
             validation_fraction=validation_fraction,
             tokenizer=tokenizer,
             sequence_length=seq_len,
+            validation=validation,
             log=log,
         )
     except (RMTKDError, ValueError, FileNotFoundError) as exc:
@@ -162,6 +163,13 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
               help="budgeted, no target: deepest cut whose validation accuracy before training is within this many points.")
 @click.option("--max-attempts", type=int, default=2, show_default=True,
               help="budgeted, no target: distillations in all, backing off when a student misses --max-drop.")
+@click.option("--validation", "validation", default="auto", show_default=True, metavar="SPEC",
+              help="Where the validation set (checked against --max-drop) comes from: auto (the data's own "
+                   "validation split, else carved from train with a warning), train (carved from train), "
+                   "test-split (a stratified half of the test split; test figures on the other half), "
+                   "or a data path in any --data format whose rows are the validation set.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
+              help="Level of the validation drop's interval: a step is kept only when its upper bound is within --max-drop.")
 @click.option("--min-rank-ratio", type=float, default=0.02, show_default=True, help="Never reduce a layer below this k/d.")
 @click.option("--order", type=click.Choice(["shallow-to-deep", "block-by-block", "all-at-once"]), default="shallow-to-deep",
               show_default=True, help="Layers per step: one; one transformer block's parts; all.")
@@ -181,7 +189,7 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
              energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, schedule, target_params, target_flops,
-             max_drop, distillation_epochs, search_tolerance, max_attempts, min_rank_ratio,
+             max_drop, distillation_epochs, search_tolerance, max_attempts, validation, confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
              calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
@@ -210,6 +218,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
             max_attempts=max_attempts,
             min_rank_ratio=min_rank_ratio,
             max_drop=max_drop,
+            confidence=confidence,
             order=order,
             split_on_rollback=split_on_rollback,
             layers=layers.split(",") if layers else None,
@@ -226,7 +235,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     except RMTKDError as exc:
         _fail(exc)
     task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
-                    tokenizer=tokenizer, seq_len=seq_len)
+                    tokenizer=tokenizer, seq_len=seq_len, validation=validation)
     try:
         report = compress_task(task, config, output_dir, resume=resume, export_precision=precision if do_export else None, log=log)
     except (RMTKDError, ValueError) as exc:

@@ -73,6 +73,7 @@ class CompressionConfig:
     temperature: float = 4.0
     calibration_samples: int = 2048
     seed: int = 0
+    confidence: float = 0.95  # two-sided level of the validation drop's interval (rmtkd_tf.acceptance)
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -109,6 +110,7 @@ class CompressionData:
     y_validation: np.ndarray
     x_test: object = None
     y_test: np.ndarray = None
+    validation_origin: str | None = None  # "own split", "carved from train", "half of test", "file SPEC"
 
 
 def _new_state(model, config, reference):

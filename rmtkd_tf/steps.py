@@ -22,8 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rmtkd_tf.acceptance import accept_drop, describe, paired_accuracy_drop
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.errors import RMTKDError
+from rmtkd_tf.evaluation import per_example_correct
 from rmtkd_tf.io import write_json
 
 
@@ -41,17 +43,11 @@ def n_rows(x):
     return len(x)
 
 
-def predicted_classes(model, x, batch_size=256):
-    """Top-1 class of every example."""
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    return np.argmax(probs, axis=-1).reshape(-1)
-
-
 def accuracy(model, x, y, batch_size=256):
     """Top-1 accuracy (percent) of `model` on `(x, y)`, None without labels or examples."""
     if y is None or n_rows(x) == 0:
         return None
-    return float(100.0 * np.mean(predicted_classes(model, x, batch_size) == np.asarray(y).reshape(-1)))
+    return float(100.0 * np.mean(per_example_correct(model, x, y, batch_size)))
 
 
 def seed_step(seed, step):
@@ -143,10 +139,9 @@ class ValidationReference:
     """The original model's per-example correctness on the validation split, to pair students against."""
 
     def __init__(self, model, data):
-        self.labels = None if data.y_validation is None else np.asarray(data.y_validation).reshape(-1)
         self.correct = None
-        if self.labels is not None and self.labels.size:
-            self.correct = predicted_classes(model, data.x_validation) == self.labels
+        if data.y_validation is not None and len(data.y_validation):
+            self.correct = per_example_correct(model, data.x_validation, data.y_validation)
 
     @property
     def accuracy(self):
@@ -155,17 +150,20 @@ class ValidationReference:
     def check(self, student, data, config):
         """Validation accuracy of `student`, its paired drop below the original and whether it is accepted.
 
-        Accepted when the drop is within `config.max_drop` (see `rmtkd_tf.acceptance`).
-        Without validation labels every student is accepted.
+        Accepted only when the upper bound of the drop's `config.confidence` interval is within
+        `config.max_drop` (`rmtkd_tf.acceptance`). Without validation labels every student is accepted.
         """
         if self.correct is None:
-            return {"val_accuracy": None, "drop": None, "accepted": True}
-        student_correct = predicted_classes(student, data.x_validation) == self.labels
-        drop = float(100.0 * (self.correct.mean() - student_correct.mean()))
+            return {"val_accuracy": None, "drop": None, "drop_upper": None, "accepted": True}
+        student_correct = per_example_correct(student, data.x_validation, data.y_validation)
+        estimate = paired_accuracy_drop(self.correct, student_correct, confidence=config.confidence)
         return {
             "val_accuracy": float(100.0 * student_correct.mean()),
-            "drop": drop,
-            "accepted": drop <= config.max_drop,
+            "drop": float(estimate.drop),
+            "drop_upper": float(estimate.upper),
+            "accepted": bool(accept_drop(estimate, config.max_drop)),
+            "estimate": estimate.to_dict(),
+            "text": describe(estimate, config.max_drop),
         }
 
 

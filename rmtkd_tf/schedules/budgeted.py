@@ -209,8 +209,7 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         student = _distil_attempt(model, cut, statistics, decisions, data, config, folder, state, attempt, log)
         check = reference.check(student, data, config)
         attempt.update(validation_check=check, accepted=check["accepted"], finished=True)
-        log(f"attempt {attempt['attempt']}: {cut.params} params, val acc {check['val_accuracy']}, "
-            f"drop {check['drop']} -> {'accepted' if check['accepted'] else 'not within max_drop'}")
+        log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")
         if check["accepted"] or has_target:
             result = student
             state["stopped"] = "cut accepted" if check["accepted"] else "target reached; drop not within max_drop"

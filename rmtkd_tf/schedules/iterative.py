@@ -159,7 +159,8 @@ def run(model, data, config, folder, state, log, current, reference, rule, eligi
         )
         ranks = ", ".join(f"{d.path}: {d.dim}->{d.rank}" for d in decisions if d.rank is not None)
         if not check["accepted"]:
-            record.update(accepted=False, reason=f"validation drop {check['drop']:.2f} not within max_drop {config.max_drop}")
+            record.update(accepted=False, reason=f"validation drop {check['drop']:.2f} (upper bound "
+                                                 f"{check['drop_upper']:.2f}) not within max_drop {config.max_drop}")
             retry = _roll_back(state, config, step, group, factors, check["drop"])
             log(f"step {step}: {ranks}: val acc {check['val_accuracy']:.2f} (drop {check['drop']:.2f}) -> rolled back{retry}")
         else:
