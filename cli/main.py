@@ -183,6 +183,8 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--learning-rate", type=float, default=1e-4, show_default=True)
 @click.option("--alpha", type=float, default=0.7, show_default=True, help="Weight of the hard-label CE in the distillation loss.")
 @click.option("--temperature", type=float, default=4.0, show_default=True)
+@click.option("--feature-weight", type=float, default=0.0, show_default=True,
+              help="Weight of intermediate-feature distillation: the factorized layers' outputs matched to the teacher's.")
 @click.option("--calibration-samples", type=int, default=2048, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
@@ -191,7 +193,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
              energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, schedule, target_params, target_flops,
              max_drop, distillation_epochs, search_tolerance, max_attempts, validation, confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
-             calibration_samples, resume, do_export, precision):
+             feature_weight, calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
 
     Without MODEL, runs the embedded default: a small CIFAR-10 CNN and a sample of real CIFAR-10 images
@@ -229,6 +231,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
             learning_rate=learning_rate,
             alpha=alpha,
             temperature=temperature,
+            feature_weight=feature_weight,
             calibration_samples=calibration_samples,
             seed=seed,
         )

@@ -71,6 +71,7 @@ class CompressionConfig:
     learning_rate: float = 1e-4  # fine-tuning a converged teacher: small steps
     alpha: float = 0.7
     temperature: float = 4.0
+    feature_weight: float = 0.0  # > 0: also match the factorized layers' outputs to the teacher's (rmtkd_tf.features)
     calibration_samples: int = 2048
     seed: int = 0
     confidence: float = 0.95  # two-sided level of the validation drop's interval (rmtkd_tf.acceptance)
@@ -95,6 +96,8 @@ class CompressionConfig:
         for name in ("distillation_epochs", "epochs_per_step", "final_epochs"):
             if getattr(self, name) < 0:
                 raise RMTKDError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.feature_weight >= 0:
+            raise RMTKDError(f"feature_weight must be >= 0, got {self.feature_weight}")
         if self.max_attempts < 1:
             raise RMTKDError(f"max_attempts must be >= 1, got {self.max_attempts}")
 

@@ -107,14 +107,19 @@ def distil(student, teacher, data, config, epochs, seed, initial_epoch=0, callba
 
 def _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, callbacks, learning_rate):
     from rmtkd_tf.distill import SelfDistiller
+    from rmtkd_tf.features import FeatureTaps, factorized_paths
 
-    distiller = SelfDistiller(student, teacher, alpha=config.alpha, temperature=config.temperature)
-    rate = config.learning_rate if learning_rate is None else learning_rate
-    distiller.compile(optimizer=keras.optimizers.Adam(rate))
-    history = distiller.fit(
-        training_dataset(data, config, seed), epochs=epochs, initial_epoch=initial_epoch, verbose=0,
-        shuffle=False, callbacks=list(callbacks),  # the dataset shuffles
-    )
+    feature_weight = getattr(config, "feature_weight", 0.0)
+    paths = factorized_paths(student, teacher) if feature_weight > 0 else []
+    with FeatureTaps(student, teacher, paths) as taps:
+        distiller = SelfDistiller(student, teacher, alpha=config.alpha, temperature=config.temperature,
+                                  feature_taps=taps if paths else None, feature_weight=feature_weight)
+        rate = config.learning_rate if learning_rate is None else learning_rate
+        distiller.compile(optimizer=keras.optimizers.Adam(rate))
+        history = distiller.fit(
+            training_dataset(data, config, seed), epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+            shuffle=False, callbacks=list(callbacks),  # the dataset shuffles
+        )
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
