@@ -4,6 +4,13 @@ For every collected layer: eigen-decompose its covariance, let a rank rule
 (`rmtkd_tf.spectral`) pick `k`, clamp it to the user's minimum `k/d`, and keep
 the factorization only if it saves parameters. Every layer gets a
 `LayerDecision`, skipped ones with the reason, so reports explain everything.
+
+The covariance analysed is the one of the error that matters
+(`rmtkd_tf.output_weighting`): for a layer whose output goes straight into a
+BatchNormalization, `D Σ D` with `D` the BN's per-channel scale (metric
+`"post-batchnorm"`; the eigenvalues, the rank rule and the dropped energy are
+then post-BN variances), else `Σ` (`"pre-activation"`), or, for a factorized
+layer reduced again, the covariance of its bottleneck (`"bottleneck"`).
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import math
 
 import numpy as np
 
-from rmtkd_tf.factorization import leading_eigenvectors, low_rank_parameter_count
+from rmtkd_tf.factorization import leading_eigenvectors, low_rank_parameter_count, weighted_covariance
 from rmtkd_tf.model_walk import dense_matrix_shape
+from rmtkd_tf.output_weighting import PRE_ACTIVATION, output_weighting
 from rmtkd_tf.surgery import LayerFactors, unsupported_reason
 
 
@@ -35,6 +43,8 @@ class LayerDecision:
     params_after: int
     skipped: str | None = None
     rule: dict | None = None
+    metric: str = PRE_ACTIVATION  # the covariance analysed (see the module docstring)
+    metric_note: str | None = None  # which BatchNormalization was folded, or why none was
     eigenvalues: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self, with_eigenvalues=False):
@@ -55,7 +65,7 @@ def layer_geometry(layer):
     return fan_in, units, int(layer.count_params())
 
 
-def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
+def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, fold_batchnorm=True):
     """Rank decisions and factors for the layers with statistics.
 
     Args:
@@ -66,6 +76,9 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         min_rank_ratio: never go below `ceil(min_rank_ratio * d)` with d the
             layer's output width.
         min_rank: never go below this rank.
+        fold_batchnorm: weigh a layer followed by a BatchNormalization by the
+            BN's channel scale (see the module docstring); False analyses
+            every layer on its plain pre-activation covariance.
 
     Returns:
         `(decisions, factors)`: a list of `LayerDecision` and a dict
@@ -92,7 +105,12 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         if reason:
             decision.skipped = reason
             continue
-        eigenvalues, _ = leading_eigenvectors(stats.covariance, 0)
+        weighting = output_weighting(layer, fold_batchnorm)
+        decision.metric, decision.metric_note = weighting.metric, weighting.note
+        covariance = stats.covariance
+        if weighting.scale is not None:
+            covariance = weighted_covariance(covariance, weighting.scale)
+        eigenvalues, _ = leading_eigenvectors(covariance, 0)
         decision.eigenvalues = eigenvalues
         layer_rule = copy.deepcopy(rule)
         try:
@@ -113,8 +131,8 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
                 f"rank {rank} of {units} would not save parameters ({after} >= {params})"
             )
             continue
-        _, basis = leading_eigenvectors(stats.covariance, rank)
+        _, basis = leading_eigenvectors(covariance, rank)
         decision.rank = rank
         decision.params_after = after
-        factors[path] = LayerFactors(basis=basis, mean=stats.mean)
+        factors[path] = LayerFactors(basis=basis, mean=stats.mean, output_scale=weighting.scale)
     return decisions, factors
