@@ -149,17 +149,28 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=True), required=False)
 @common_options
-@click.option("--target-params", type=float, default=None, help="Stop once params <= this fraction of the original (e.g. 0.2).")
-@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Max validation accuracy drop (points); worse steps roll back.")
+@click.option("--schedule", type=click.Choice(["budgeted", "iterative"]), default="budgeted", show_default=True,
+              help="budgeted: analyse once, cut once, distil the final student from the original; "
+                   "iterative: the paper's layer-by-layer loop.")
+@click.option("--target-params", type=float, default=None, help="Cut to params <= this fraction of the original (e.g. 0.2).")
+@click.option("--target-flops", type=float, default=None, help="Cut to FLOPs <= this fraction of the original (e.g. 0.5).")
+@click.option("--max-drop", type=float, default=1.0, show_default=True,
+              help="Max validation accuracy drop (points, paired with the original on the same examples).")
+@click.option("--distillation-epochs", type=int, default=3, show_default=True,
+              help="budgeted: distillation epochs of the final student, from the original model.")
+@click.option("--search-tolerance", type=float, default=5.0, show_default=True,
+              help="budgeted, no target: deepest cut whose validation accuracy before training is within this many points.")
+@click.option("--max-attempts", type=int, default=2, show_default=True,
+              help="budgeted, no target: distillations in all, backing off when a student misses --max-drop.")
 @click.option("--min-rank-ratio", type=float, default=0.02, show_default=True, help="Never reduce a layer below this k/d.")
 @click.option("--order", type=click.Choice(["shallow-to-deep", "block-by-block", "all-at-once"]), default="shallow-to-deep",
               show_default=True, help="Layers per step: one; one transformer block's parts; all.")
 @click.option("--split-on-rollback/--no-split-on-rollback", default=True, show_default=True,
               help="Retry a rolled-back step of several layers in halves (shallower half first) instead of freezing them all.")
 @click.option("--layers", default=None, help="Comma-separated layer paths to consider (default: all Dense/Conv2D).")
-@click.option("--epochs-per-step", type=int, default=1, show_default=True, help="Self-distillation epochs after each reduction (0: surgery only).")
-@click.option("--final-epochs", type=int, default=0, show_default=True, help="Distillation epochs from the original teacher at the end.")
-@click.option("--max-steps", type=int, default=50, show_default=True)
+@click.option("--epochs-per-step", type=int, default=1, show_default=True, help="iterative: self-distillation epochs after each reduction (0: surgery only).")
+@click.option("--final-epochs", type=int, default=0, show_default=True, help="iterative: distillation epochs from the original teacher at the end.")
+@click.option("--max-steps", type=int, default=50, show_default=True, help="iterative: at most this many steps.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--learning-rate", type=float, default=1e-4, show_default=True)
 @click.option("--alpha", type=float, default=0.7, show_default=True, help="Weight of the hard-label CE in the distillation loss.")
@@ -169,7 +180,8 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
-             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, target_params, max_drop, min_rank_ratio,
+             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, schedule, target_params, target_flops,
+             max_drop, distillation_epochs, search_tolerance, max_attempts, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
              calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
@@ -188,9 +200,14 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
         raise click.UsageError("the output would overwrite the input model; choose another --output")
     try:
         config = CompressionConfig(
+            schedule=schedule,
             rank_rule=rank_rule,
             rule_params=_rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
             target_params=target_params,
+            target_flops=target_flops,
+            distillation_epochs=distillation_epochs,
+            search_tolerance=search_tolerance,
+            max_attempts=max_attempts,
             min_rank_ratio=min_rank_ratio,
             max_drop=max_drop,
             order=order,

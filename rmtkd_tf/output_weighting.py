@@ -38,12 +38,18 @@ a note saying why when a BatchNormalization is nearby):
 
 **Factorized layers** (`LowRankDense`/`LowRankConv2D` reduced again) are
 analysed through their bottleneck `z = x·down` (metric `"bottleneck"`) and are
-*not* weighted. The post-BN error of a change `e` in `z` is `e·up·D`, a
-non-diagonal metric `up D² upᵀ` in z coordinates; folding it would need a
-general (Cholesky) weighting and a non-diagonal oblique projector. The
-bottleneck analysis already ignores `up` (it measures error in z coordinates,
-not in the layer's output), so leaving BN out there keeps it consistent; the
-layer's first reduction, which sets most of its rank, is the weighted one.
+not weighted again, because after a folded first cut the bottleneck already
+*is* in post-BN coordinates: `down = W D V` makes `z = (h − b) D V`, the kept
+post-BN directions with orthonormal `V`, so the covariance of `z` is
+`Vᵀ D Σ D V` (the kept post-BN variances) and an error `e` in `z` reaches the
+BN output as `e·up·D = e Vᵀ`, of the same norm. The bottleneck analysis is then
+the post-BN one, in the same units as the first (so a noise level carried over
+from it, `decide_ranks(prior_noise=...)`, still applies). This holds for the
+weights the cut produced; fine-tuning moves `up` and the BN statistics away
+from it, exactly as it moves `up` away from orthonormal in the unweighted
+case. Weighting the bottleneck by the current `up·D` instead would be the
+non-diagonal metric `up D² upᵀ` (a Cholesky factor and a non-diagonal oblique
+projector), which is not implemented.
 
 **LayerNorm-fed transformer projections** (keras-hub `TransformerEncoder`) get
 no weighting, on purpose:
@@ -146,7 +152,7 @@ def output_weighting(layer, fold_batchnorm=True):
         bn, _ = following_batchnorm(layer)
         note = None
         if bn is not None and fold_batchnorm:
-            note = f"bottleneck analysed unweighted; BatchNormalization '{bn.name}' is not folded into a re-factorization"
+            note = f"bottleneck analysed as it is; BatchNormalization '{bn.name}' is not folded again (see rmtkd_tf.output_weighting)"
         return OutputWeighting(BOTTLENECK, None, note)
     if not fold_batchnorm:
         return OutputWeighting(PRE_ACTIVATION)

@@ -187,14 +187,16 @@ def test_folding_lowers_the_post_batchnorm_error_at_the_same_rank():
     assert folded < 0.5 * plain
 
 
-def test_refactorized_layer_before_batchnorm_is_analysed_unweighted():
+def test_refactorized_layer_before_batchnorm_is_analysed_in_its_post_batchnorm_bottleneck():
     model, x = _conv_bn_model()
     statistics = collect_activations(model, x, layers=["conv"])
-    _, factors = decide_ranks(dict(candidate_layers(model, ["conv"])), statistics, FixedRankRule(4))
+    first, factors = decide_ranks(dict(candidate_layers(model, ["conv"])), statistics, FixedRankRule(4))
     student = factorize_model(model, factors)
     statistics = collect_activations(student, x, layers=["conv"])
     decisions, factors = decide_ranks(dict(candidate_layers(student, ["conv"])), statistics, FixedRankRule(2))
-    assert decisions[0].metric == "bottleneck" and "'bn' is not folded" in decisions[0].metric_note
+    assert decisions[0].metric == "bottleneck" and "'bn' is not folded again" in decisions[0].metric_note
+    # After a folded cut the bottleneck holds the kept post-BN directions: its spectrum is theirs.
+    np.testing.assert_allclose(decisions[0].eigenvalues, first[0].eigenvalues[:4], rtol=1e-4)
     assert decisions[0].dim == 4 and factors["conv"].output_scale is None
     smaller = factorize_model(student, factors)
     assert smaller.get_layer("conv").rank == 2
