@@ -159,6 +159,8 @@ def output_consumers(layer):
 
     Keras records a node for each call; a Sequential built with `add()` also
     keeps the nodes of its intermediate graphs, which at most lack consumers.
+    Reads Keras's private `_outbound_nodes`: if a Keras version drops it, no
+    consumer is found and nothing is folded (the unweighted analysis), not an error.
     """
     consumers = {}
     for node in getattr(layer, "_outbound_nodes", []):
