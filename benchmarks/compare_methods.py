@@ -141,6 +141,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--scratch-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--distillation-learning-rate", type=float, default=1e-3,
+                        help="rmtkd-budgeted: peak learning rate of its distillation (cosine decay to 0)")
     parser.add_argument("--runs", type=int, default=200, help="timed invocations per model and precision")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/compare_<name>.json)")
@@ -444,6 +446,7 @@ def run(args):
     def run_budgeted(method, description, **overrides):
         config = CompressionConfig(schedule="budgeted", rank_rule="mp", rule_params={"tau": args.tau},
                                    distillation_epochs=budget, search_tolerance=args.search_tolerance,
+                                   distillation_learning_rate=args.distillation_learning_rate,
                                    batch_size=args.batch_size, learning_rate=args.learning_rate,
                                    max_drop=args.max_drop, seed=args.seed, **overrides)
         log(f"{method}: compress(schedule='budgeted') {overrides}")

@@ -159,6 +159,8 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
               help="Max validation accuracy drop (points, paired with the original on the same examples).")
 @click.option("--distillation-epochs", type=int, default=3, show_default=True,
               help="budgeted: distillation epochs of the final student, from the original model.")
+@click.option("--distillation-learning-rate", type=float, default=1e-3, show_default=True,
+              help="budgeted: peak learning rate of that distillation (cosine decay to 0).")
 @click.option("--search-tolerance", type=float, default=5.0, show_default=True,
               help="budgeted, no target: deepest cut whose validation accuracy before training is within this many points.")
 @click.option("--max-attempts", type=int, default=2, show_default=True,
@@ -180,7 +182,7 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--final-epochs", type=int, default=0, show_default=True, help="iterative: distillation epochs from the original teacher at the end.")
 @click.option("--max-steps", type=int, default=50, show_default=True, help="iterative: at most this many steps.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-4, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="iterative: fine-tuning learning rate.")
 @click.option("--alpha", type=float, default=0.7, show_default=True, help="Weight of the hard-label CE in the distillation loss.")
 @click.option("--temperature", type=float, default=4.0, show_default=True)
 @click.option("--feature-weight", type=float, default=0.0, show_default=True,
@@ -191,7 +193,7 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
              energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, schedule, target_params, target_flops,
-             max_drop, distillation_epochs, search_tolerance, max_attempts, validation, confidence, min_rank_ratio,
+             max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation, confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
              feature_weight, calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
@@ -216,6 +218,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
             target_params=target_params,
             target_flops=target_flops,
             distillation_epochs=distillation_epochs,
+            distillation_learning_rate=distillation_learning_rate,
             search_tolerance=search_tolerance,
             max_attempts=max_attempts,
             min_rank_ratio=min_rank_ratio,

@@ -56,6 +56,10 @@ class CompressionConfig:
     # budgeted schedule
     allocation_cost: str = "balanced"  # what a kept direction costs: "balanced" (params and FLOPs), "params", "flops"
     distillation_epochs: int = 3  # the whole budget, spent on the final student
+    # Peak learning rate of that distillation, cosine-decayed to 0: a one-shot cut moves the student further
+    # from the teacher than one iterative step (measured on the CIFAR-10 CNN at its MP cut, 2 epochs on 4,800
+    # images: 70.1 / 71.8 / 72.4% validation at 1e-4 / 5e-4 / 2e-3).
+    distillation_learning_rate: float = 1e-3
     search_tolerance: float = 5.0  # without a target: deepest cut within this many points before training
     max_attempts: int = 2  # distillations in all, backing off when a student misses max_drop
     # iterative schedule
@@ -68,7 +72,7 @@ class CompressionConfig:
     layers: list | None = None  # restrict to these layer paths
     include_output_layers: bool = False  # factorize the classifier head too
     batch_size: int = 64
-    learning_rate: float = 1e-4  # fine-tuning a converged teacher: small steps
+    learning_rate: float = 1e-4  # iterative: fine-tuning a converged teacher in small steps
     alpha: float = 0.7
     temperature: float = 4.0
     feature_weight: float = 0.0  # > 0: also match the factorized layers' outputs to the teacher's (rmtkd_tf.features)
@@ -96,6 +100,8 @@ class CompressionConfig:
         for name in ("distillation_epochs", "epochs_per_step", "final_epochs"):
             if getattr(self, name) < 0:
                 raise RMTKDError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.distillation_learning_rate > 0:
+            raise RMTKDError(f"distillation_learning_rate must be > 0, got {self.distillation_learning_rate}")
         if not self.feature_weight >= 0:
             raise RMTKDError(f"feature_weight must be >= 0, got {self.feature_weight}")
         if self.max_attempts < 1:

@@ -156,7 +156,8 @@ def _distil_attempt(model, cut, statistics, decisions, data, config, folder, sta
     epochs = config.distillation_epochs
     if done < epochs:
         steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-        rate = ShiftedCosineDecay(config.learning_rate, epochs * steps_per_epoch, offset=done * steps_per_epoch)
+        rate = ShiftedCosineDecay(config.distillation_learning_rate, epochs * steps_per_epoch,
+                                  offset=done * steps_per_epoch)
         seed_step(config.seed, 20_000 + attempt["attempt"] * 100 + done)
         log(f"distilling {cut.params} params from the original model: epochs {done + 1}-{epochs}")
         distil(student, model, data, config, epochs, seed=config.seed * 1000 + attempt["attempt"], initial_epoch=done,
