@@ -1,7 +1,8 @@
 """Spectral tools of RMT-KD, in pure NumPy/SciPy (no TensorFlow import).
 
 - `marchenko_pastur`: edges, density, CDF and quantile of the MP law.
-- `noise`: `estimate_noise_variance` fits the MP noise level of a spectrum.
+- `noise`: `estimate_noise_variance` fits the MP noise level of a spectrum
+  (`NoiseFit`, JSON round-trip with `to_dict` / `NoiseFit.from_dict`).
 - `rank_rules`: rules that pick how many leading eigenvectors to keep.
 - `plotting`: `plot_spectrum` writes a spectrum-vs-MP PNG (matplotlib is
   imported only when it is called).
@@ -22,7 +23,7 @@ from .marchenko_pastur import (
     marchenko_pastur_edges,
     marchenko_pastur_quantile,
 )
-from .noise import NoiseFit, estimate_noise_variance, validate_eigenvalues, validate_n_samples
+from .noise import NoiseFit, estimate_noise_variance, tracy_widom_scale, validate_eigenvalues, validate_n_samples
 from .plotting import plot_spectrum
 from .rank_rules import (
     RANK_RULES,
@@ -43,6 +44,7 @@ __all__ = [
     "marchenko_pastur_quantile",
     "NoiseFit",
     "estimate_noise_variance",
+    "tracy_widom_scale",
     "validate_eigenvalues",
     "validate_n_samples",
     "RankRule",
