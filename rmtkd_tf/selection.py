@@ -55,7 +55,7 @@ def layer_geometry(layer):
     return fan_in, units, int(layer.count_params())
 
 
-def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
+def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, noise_priors=None):
     """Rank decisions and factors for the layers with statistics.
 
     Args:
@@ -66,6 +66,9 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         min_rank_ratio: never go below `ceil(min_rank_ratio * d)` with d the
             layer's output width.
         min_rank: never go below this rank.
+        noise_priors: optional dict path -> `NoiseFit` (or its dict) of an
+            earlier analysis of the layer, passed to `rule.select(noise=...)`
+            so that re-analysing a factorized layer keeps its noise level.
 
     Returns:
         `(decisions, factors)`: a list of `LayerDecision` and a dict
@@ -96,7 +99,8 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         decision.eigenvalues = eigenvalues
         layer_rule = copy.deepcopy(rule)
         try:
-            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_samples, 1)))
+            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_effective, 1),
+                                              noise=(noise_priors or {}).get(path)))
         except ValueError as exc:  # degenerate spectrum (all zeros, too few samples)
             decision.skipped = f"rank rule failed: {exc}"
             continue
