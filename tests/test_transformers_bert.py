@@ -157,7 +157,7 @@ def test_compress_runs_on_a_bert_classifier_and_resumes(tmp_path):
     task = load_task(model_path, data, log=lambda m: None)
     # The FFN expansions (16 -> 32): in so small a model the 16x16 projections rarely have an MP rank that saves.
     ffn = [f"bert_backbone/transformer_layer_{i}/ffn_intermediate" for i in (0, 1)]
-    config = CompressionConfig(max_steps=2, max_drop=100.0, batch_size=16, calibration_samples=64,
+    config = CompressionConfig(schedule="iterative", max_steps=2, max_drop=100.0, batch_size=16, calibration_samples=64,
                                rule_params={"tau": 0.5}, min_rank_ratio=0.05, layers=ffn)
     report = compress_task(task, config, tmp_path / "full", export_precision="fp32", log=lambda m: None)
     first = ffn[0]
@@ -185,6 +185,21 @@ def test_compress_runs_on_a_bert_classifier_and_resumes(tmp_path):
         load_model(tmp_path / "resumed" / "student.keras").predict(task.data.x_test, verbose=0),
         student.predict(task.data.x_test, verbose=0), atol=1e-5,
     )
+
+
+@pytest.mark.slow
+def test_budgeted_schedule_cuts_every_encoder_part_of_a_bert_classifier(tmp_path):
+    data = write_sentiment_tsv(tmp_path / "toy", n_train=120, n_test=24)
+    model_path = save_toy_bert(tmp_path)
+    task = load_task(model_path, data, log=lambda m: None)
+    config = CompressionConfig(schedule="budgeted", target_flops=0.7, distillation_epochs=1, batch_size=16,
+                               calibration_samples=64, min_rank_ratio=0.05, feature_weight=1.0)
+    report = compress_task(task, config, tmp_path / "run", export_precision="fp32", log=lambda m: None)
+    assert report["student"]["flops"] <= 0.7 * report["teacher"]["flops"]
+    assert report["layers"] and all(path.startswith("bert_backbone/transformer_layer_") for path in report["layers"])
+    student = load_model(tmp_path / "run" / "student.keras")
+    assert student.count_params() == report["student"]["params"] < report["teacher"]["params"]
+    assert report["export"]["student"]["flex_ops"] == []
 
 
 @pytest.mark.slow
