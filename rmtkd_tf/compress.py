@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.errors import RMTKDError
+from rmtkd_tf.finite_guard import ensure_finite_training
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import save_model, write_json
 from rmtkd_tf.model_walk import iter_graph_layers
@@ -154,7 +155,9 @@ def distil(student, teacher, data, config, epochs, seed):
     # model: restore every layer's flag afterwards so neither comes back frozen.
     trainable_flags = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
     try:
-        return _distil(student, teacher, data, config, epochs, seed)
+        logs = _distil(student, teacher, data, config, epochs, seed)
+        ensure_finite_training(student, logs, "distillation")  # never accept a NaN student
+        return logs
     finally:
         for layer, flag in trainable_flags:
             layer.trainable = flag
