@@ -180,12 +180,12 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
     """Per-layer activation spectra, fitted MP noise and chosen ranks (JSON + PNGs)."""
     from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import analyze_model
-    from rmtkd_tf.run_folder import check_output_folder
+    from rmtkd_tf.run_folder import check_output_folder, removing_created_on_failure
 
     log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
     check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer}, overwrite=overwrite)
-    with unsafe_loading(unsafe):
+    with unsafe_loading(unsafe), removing_created_on_failure(output_dir):
         task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
                         tokenizer=tokenizer, seq_len=seq_len)
         try:

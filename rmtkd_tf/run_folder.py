@@ -464,3 +464,24 @@ def claimed_run_folder(output_dir, *, resume=False, overwrite=False, fingerprint
         if created and clean_up:
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+@contextlib.contextmanager
+def removing_created_on_failure(folder):
+    """If the block fails, delete what it created in `folder` (and `folder` itself if it created it).
+
+    For commands whose partial output would block a rerun (an `analyze` folder with plots but no
+    `spectra.json` is "not empty and holds no run"). Files that were there before are left alone.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    before = set() if created else _listing(folder)
+    try:
+        yield folder
+    except BaseException:
+        if folder.is_dir():
+            _remove_created(folder, before)
+            if created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise

@@ -22,7 +22,7 @@ from rmtkd_tf.data.loaders import DataLoadError
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.io import load_model
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+FUZZ = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
                 derandomize=True)
 
 
@@ -165,7 +165,7 @@ def test_fuzz_cifar_batches(valid_files, tmp_path_factory, data):
     _load_or_one_line(folder)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(data=st.data())
 def test_fuzz_image_folder(valid_files, tmp_path_factory, data):
     blob = valid_files["png"]
@@ -187,7 +187,7 @@ def test_fuzz_tsv(valid_files, tmp_path_factory, data):
     _load_or_one_line(folder / "train.tsv")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(data=st.data())
 def test_fuzz_keras(valid_files, tmp_path_factory, data):
     blob = valid_files["keras"]
@@ -199,7 +199,7 @@ def test_fuzz_keras(valid_files, tmp_path_factory, data):
         assert "\n" not in str(error) and str(error)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(data=st.data())
 def test_fuzz_tflite_through_bench(valid_files, tmp_path_factory, data):
     from cli.main import cli

@@ -397,3 +397,47 @@ def test_plain_keras_error_for_a_student_gets_the_import_hint(tiny, tmp_path):
     assert missing_class_hint(str(error.value)) == (
         "it uses the rmtkd-tf layer 'LowRankDense'; run `import rmtkd_tf` before keras.models.load_model"
     )
+
+
+# --- the run folder's parts, directly ------------------------------------------------------------------
+
+
+def test_run_lock_is_exclusive_and_an_unreadable_old_lock_is_stale(tmp_path):
+    from rmtkd_tf.errors import RunFolderError
+    from rmtkd_tf.run_folder import RunLock
+
+    messages = []
+    with RunLock(tmp_path, log=messages.append):
+        with pytest.raises(RunFolderError, match=f"in use by another run \\(pid {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / "run.lock").exists()
+    (tmp_path / "run.lock").write_text("")  # a crash between creating and writing the lock
+    os.utime(tmp_path / "run.lock", (0, 0))
+    with RunLock(tmp_path, log=messages.append):
+        assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+    assert any("stale lock" in m for m in messages)
+
+
+def test_interrupt_before_the_first_checkpoint_keeps_nothing(tmp_path):
+    from rmtkd_tf.errors import RunInterrupted
+    from rmtkd_tf.run_folder import claimed_run_folder
+
+    out = tmp_path / "out"
+    with pytest.raises(RunInterrupted, match="nothing was kept"):
+        with claimed_run_folder(out, fingerprint={"model": {}, "data": {}, "settings": {}}, log=lambda m: None):
+            (out / "checkpoints").mkdir()
+            raise KeyboardInterrupt
+    assert not out.exists()
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_switch(tiny, tmp_path, monkeypatch):
+    model, data, _ = tiny
+    import rmtkd_tf.pipeline as pipeline
+
+    def bug(*args, **kwargs):
+        raise TypeError("unsupported operand type(s)\nsecond line")
+
+    monkeypatch.setattr(pipeline, "analyze_model", bug)
+    line = _one_line_error(_run(["analyze", model, "--data", data, "-o", tmp_path / "a", "-q"]))
+    assert "unexpected TypeError: unsupported operand" in line and "RMTKD_TF_TRACEBACK=1" in line
+    assert not (tmp_path / "a").exists()
