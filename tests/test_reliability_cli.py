@@ -235,25 +235,29 @@ def test_nan_in_training_stops_the_run_without_saving_a_nan_student(tiny, tmp_pa
 # --- run folder: lock, fingerprint, resume, interrupt ----------------------------------------------------
 
 
-def test_a_second_run_on_a_locked_folder_is_refused_and_a_stale_lock_is_taken_over(tiny, tmp_path):
+def test_a_second_run_on_a_locked_folder_is_refused_and_a_killed_runs_lock_is_taken_over(tiny, tmp_path):
+    """Another process holds the folder's lock (as a running `compress` does); then it is killed (SIGKILL)."""
     model, data, _ = tiny
     out = tmp_path / "out"
     out.mkdir()
-    lock = out / "run.lock"
-    import socket
-
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
-    line = _one_line_error(_run(["compress", model, "--data", data, "-o", out, *FAST, "--no-export"]))
-    assert "in use by another run" in line and not (out / "state.json").exists()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "earlier"}))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom rmtkd_tf.run_folder import RunLock\n"
+         "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(600)\n", str(out)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = _one_line_error(_run(["compress", model, "--data", data, "-o", out, *FAST, "--no-export"]))
+        assert f"in use by another run (pid {holder.pid} on" in line and not (out / "state.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
     not_quiet = [a for a in FAST if a != "-q"]  # the take-over notice is a progress line
     result = CliRunner().invoke(cli, ["compress", str(model), "--data", str(data), "-o", str(out), *not_quiet,
                                       "--no-export"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "taking over the stale lock" in result.output
-    assert not lock.exists()  # released at the end
+    assert f"taking over the stale lock of {out} (pid {holder.pid}" in result.output
+    assert not (out / "run.lock").exists()  # released at the end
 
 
 def test_resume_with_another_model_or_setting_is_refused_naming_what_differs(tiny, tmp_path):
