@@ -39,8 +39,14 @@ Every method starts from the same teacher, sees the same calibration / validatio
 split (`rmtkd_tf.pipeline.load_task`, one seed) and is fine-tuned by distillation from the teacher
 with the same loss (alpha, temperature), batch size and number of epochs:
 
-- `rmtkd-mp`: RMT-KD, Marchenko–Pastur rule (`rmtkd_tf.compress.compress`); its fine-tuning epochs
-  (one per step that ran surgery, plus the final ones) are the budget `E` of the one-shot methods;
+- `rmtkd-mp`: RMT-KD, Marchenko–Pastur rule, the paper's iterative loop (`compress(schedule="iterative")`);
+  its fine-tuning epochs (one per step that ran surgery, plus the final ones) are the budget `E` of the
+  one-shot methods;
+- `rmtkd-budgeted`: the budgeted schedule (`compress(schedule="budgeted")`, the default): one analysis,
+  the deepest cut within `--search-tolerance` before training, `E` distillation epochs from the original
+  teacher, backed off if it misses `--max-drop` (a back-off spends another `E`; the JSON says);
+- `rmtkd-budgeted-same-size`: the budgeted schedule cut to `rmtkd-mp`'s parameter count, `E` epochs: the
+  two schedules at equal size and equal budget;
 - `rmtkd-energy`, `rmtkd-gavish-donoho`: the same loop with the energy (0.9) and Gavish–Donoho rules;
 - `svd-rmtkd-ranks`: data-free truncated SVD of each weight matrix at the ranks RMT-KD chose, `E` epochs;
 - `svd-uniform-rank`: data-free SVD with one rank ratio k/d for every layer, at RMT-KD's parameter count;
@@ -83,6 +89,8 @@ ORDERS = ("shallow-to-deep", "block-by-block", "all-at-once")
 
 METHODS = (
     "rmtkd-mp",
+    "rmtkd-budgeted",
+    "rmtkd-budgeted-same-size",
     "rmtkd-energy",
     "rmtkd-gavish-donoho",
     "svd-rmtkd-ranks",
@@ -123,12 +131,18 @@ def parse_args(argv=None):
     parser.add_argument("--tau", type=float, default=0.5)
     parser.add_argument("--energy-fraction", type=float, default=0.9)
     parser.add_argument("--max-drop", type=float, default=1.0)
+    parser.add_argument("--search-tolerance", type=float, default=5.0,
+                        help="rmtkd-budgeted: deepest cut within this many validation points before training")
+    parser.add_argument("--validation", default="auto",
+                        help="validation split: auto, train, test-split or a data spec (rmtkd_tf.pipeline.load_task)")
     parser.add_argument("--epochs-per-step", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=7)
     parser.add_argument("--final-epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--scratch-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--distillation-learning-rate", type=float, default=1e-3,
+                        help="rmtkd-budgeted: peak learning rate of its distillation (cosine decay to 0)")
     parser.add_argument("--runs", type=int, default=200, help="timed invocations per model and precision")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/compare_<name>.json)")
@@ -291,7 +305,7 @@ def run(args):
     t_start = time.time()
     task = load_task(args.teacher, args.data, limit=args.limit, seed=args.seed, sequence_length=args.seq_len,
                      calibration_fraction=args.calibration_fraction, validation_fraction=args.validation_fraction,
-                     log=log)
+                     validation=args.validation, log=log)
     teacher = task.model
     data = task.data
     if data.x_test is None or n_rows(data.x_test) == 0:
@@ -389,7 +403,7 @@ def run(args):
         return entry
 
     def run_loop(method, rule, rule_params, description):
-        config = CompressionConfig(rank_rule=rule, rule_params=rule_params, **base)
+        config = CompressionConfig(schedule="iterative", rank_rule=rule, rule_params=rule_params, **base)
         log(f"{method}: compress() with rule {rule} {rule_params}")
         t0 = time.time()
         student, _ = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
@@ -428,6 +442,28 @@ def run(args):
     encoder_note = "" if target_encoder_params is None else f" ({target_encoder_params:,} in encoders)"
     log(f"budget: {budget} fine-tuning epochs, target {target_params:,} params{encoder_note}, "
         f"RMT-KD ranks {rmtkd_ranks}")
+
+    def run_budgeted(method, description, **overrides):
+        config = CompressionConfig(schedule="budgeted", rank_rule="mp", rule_params={"tau": args.tau},
+                                   distillation_epochs=budget, search_tolerance=args.search_tolerance,
+                                   distillation_learning_rate=args.distillation_learning_rate,
+                                   batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                   max_drop=args.max_drop, seed=args.seed, **overrides)
+        log(f"{method}: compress(schedule='budgeted') {overrides}")
+        t0 = time.time()
+        student, report = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
+        attempts = report.get("attempts", [])
+        record(method, student, time.time() - t0, budget * max(len(attempts), 1), description,
+               ranks=factorized_ranks(student), stopped=report["stopped"], cut_chosen_by=report.get("cut_chosen_by"),
+               attempts=[{k: a.get(k) for k in ("params", "val_accuracy_after_surgery",
+                                                  "val_accuracy_after_distillation", "accepted")} for a in attempts])
+
+    if "rmtkd-budgeted" in wanted:
+        run_budgeted("rmtkd-budgeted", "RMT-KD, budgeted schedule: one analysis, deepest cut within the search "
+                     "tolerance before training, the whole budget distilled from the original teacher")
+    if "rmtkd-budgeted-same-size" in wanted and rmtkd_ranks:
+        run_budgeted("rmtkd-budgeted-same-size", "RMT-KD, budgeted schedule cut to the iterative loop's "
+                     "parameter count, same budget", target_params=target_params / result["teacher"]["params"])
 
     if "rmtkd-energy" in wanted:
         run_loop("rmtkd-energy", "energy", {"fraction": args.energy_fraction},

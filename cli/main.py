@@ -105,7 +105,7 @@ def _resolve_inputs(model_path, data_spec):
 
 
 def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
-             tokenizer=None, seq_len=None):
+             tokenizer=None, seq_len=None, validation="auto"):
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.pipeline import load_task
 
@@ -120,6 +120,7 @@ def _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, v
             validation_fraction=validation_fraction,
             tokenizer=tokenizer,
             sequence_length=seq_len,
+            validation=validation,
             log=log,
         )
     except (RMTKDError, ValueError, FileNotFoundError) as exc:
@@ -201,29 +202,53 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=True), required=False)
 @common_options
-@click.option("--target-params", type=float, default=None, help="Stop once params <= this fraction of the original (e.g. 0.2).")
-@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Max validation accuracy drop (points); worse steps roll back.")
+@click.option("--schedule", type=click.Choice(["budgeted", "iterative"]), default="budgeted", show_default=True,
+              help="budgeted: analyse once, cut once, distil the final student from the original; "
+                   "iterative: the paper's layer-by-layer loop.")
+@click.option("--target-params", type=float, default=None, help="Cut to params <= this fraction of the original (e.g. 0.2).")
+@click.option("--target-flops", type=float, default=None, help="Cut to FLOPs <= this fraction of the original (e.g. 0.5).")
+@click.option("--max-drop", type=float, default=1.0, show_default=True,
+              help="Max validation accuracy drop (points, paired with the original on the same examples).")
+@click.option("--distillation-epochs", type=int, default=3, show_default=True,
+              help="budgeted: distillation epochs of the final student, from the original model.")
+@click.option("--distillation-learning-rate", type=float, default=1e-3, show_default=True,
+              help="budgeted: peak learning rate of that distillation (cosine decay to 0).")
+@click.option("--search-tolerance", type=float, default=5.0, show_default=True,
+              help="budgeted, no target: deepest cut whose validation accuracy before training is within this many points.")
+@click.option("--max-attempts", type=int, default=2, show_default=True,
+              help="budgeted, no target: distillations in all, backing off when a student misses --max-drop.")
+@click.option("--validation", "validation", default="auto", show_default=True, metavar="SPEC",
+              help="Where the validation set (checked against --max-drop) comes from: auto (the data's own "
+                   "validation split, else carved from train with a warning), train (carved from train), "
+                   "test-split (a stratified half of the test split; test figures on the other half), "
+                   "or a data path in any --data format whose rows are the validation set.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
+              help="Level of the validation drop's interval: a step is kept only when its upper bound is within --max-drop.")
 @click.option("--min-rank-ratio", type=float, default=0.02, show_default=True, help="Never reduce a layer below this k/d.")
 @click.option("--order", type=click.Choice(["shallow-to-deep", "block-by-block", "all-at-once"]), default="shallow-to-deep",
               show_default=True, help="Layers per step: one; one transformer block's parts; all.")
 @click.option("--split-on-rollback/--no-split-on-rollback", default=True, show_default=True,
               help="Retry a rolled-back step of several layers in halves (shallower half first) instead of freezing them all.")
 @click.option("--layers", default=None, help="Comma-separated layer paths to consider (default: all Dense/Conv2D).")
-@click.option("--epochs-per-step", type=int, default=1, show_default=True, help="Self-distillation epochs after each reduction (0: surgery only).")
-@click.option("--final-epochs", type=int, default=0, show_default=True, help="Distillation epochs from the original teacher at the end.")
-@click.option("--max-steps", type=int, default=50, show_default=True)
+@click.option("--epochs-per-step", type=int, default=1, show_default=True, help="iterative: self-distillation epochs after each reduction (0: surgery only).")
+@click.option("--final-epochs", type=int, default=0, show_default=True, help="iterative: distillation epochs from the original teacher at the end.")
+@click.option("--max-steps", type=int, default=50, show_default=True, help="iterative: at most this many steps.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-4, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="iterative: fine-tuning learning rate.")
 @click.option("--alpha", type=float, default=0.7, show_default=True, help="Weight of the hard-label CE in the distillation loss.")
 @click.option("--temperature", type=float, default=4.0, show_default=True)
+@click.option("--feature-weight", type=float, default=0.0, show_default=True,
+              help="Weight of intermediate-feature distillation: the factorized layers' outputs matched to the teacher's.")
 @click.option("--calibration-samples", type=int, default=2048, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
-             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, target_params, max_drop, min_rank_ratio,
+             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, schedule, target_params,
+             target_flops, max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation,
+             confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
-             calibration_samples, resume, do_export, precision):
+             feature_weight, calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
 
     Without MODEL, runs the embedded default: a small CIFAR-10 CNN and a sample of real CIFAR-10 images
@@ -241,18 +266,26 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     model_path, data_spec = _resolve_inputs(model, data_spec)
     output_dir = Path(output_dir)
     # Nothing is loaded or written before the output folder is known to be safe to write.
-    check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer}, overwrite=overwrite,
-                        resume=resume)
+    validation_spec = None if validation in ("auto", "train", "test-split") else validation
+    check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer,
+                                     "validation data": validation_spec}, overwrite=overwrite, resume=resume)
     if not model_path.is_file():
         _fail(RMTKDError(f"model file not found: {model_path}" if not model_path.exists()
                          else f"{model_path} is a folder; pass a .keras file (SavedModel folders are not supported)"))
     try:
         config = CompressionConfig(
+            schedule=schedule,
             rank_rule=rank_rule,
             rule_params=_rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
             target_params=target_params,
+            target_flops=target_flops,
+            distillation_epochs=distillation_epochs,
+            distillation_learning_rate=distillation_learning_rate,
+            search_tolerance=search_tolerance,
+            max_attempts=max_attempts,
             min_rank_ratio=min_rank_ratio,
             max_drop=max_drop,
+            confidence=confidence,
             order=order,
             split_on_rollback=split_on_rollback,
             layers=layers.split(",") if layers else None,
@@ -263,17 +296,18 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
             learning_rate=learning_rate,
             alpha=alpha,
             temperature=temperature,
+            feature_weight=feature_weight,
             calibration_samples=calibration_samples,
             seed=seed,
         )
     except RMTKDError as exc:
         _fail(exc)
     data_settings = {"limit": limit, "seed": seed, "calibration_fraction": calibration_fraction,
-                     "validation_fraction": validation_fraction, "seq_len": seq_len,
+                     "validation_fraction": validation_fraction, "validation": validation, "seq_len": seq_len,
                      "tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve())}
     with unsafe_loading(unsafe):
         task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
-                        tokenizer=tokenizer, seq_len=seq_len)
+                        tokenizer=tokenizer, seq_len=seq_len, validation=validation)
         fingerprint = run_fingerprint(model_path, data_spec, {**data_settings, **dataclasses.asdict(config)})
         try:
             report = compress_task(task, config, output_dir, resume=resume, export_precision=precision if do_export else None,

@@ -285,9 +285,15 @@ class SelfDistiller(keras.Model):
     ['accuracy', 'ce', 'kl', 'loss']
     """
 
-    def __init__(self, student, teacher, alpha=0.7, temperature=4.0, **kwargs):
+    def __init__(self, student, teacher, alpha=0.7, temperature=4.0, feature_taps=None, feature_weight=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         check_hyperparameters(alpha, temperature)
+        if not (float(feature_weight) >= 0.0):
+            raise ValueError(f"feature_weight must be >= 0, got {feature_weight}")
+        # Intermediate-feature distillation (rmtkd_tf.features): installed taps on both models.
+        self.feature_taps = feature_taps
+        self.feature_weight = float(feature_weight) if feature_taps is not None else 0.0
         for role, model in (("student", student), ("teacher", teacher)):
             if not isinstance(model, keras.layers.Layer):
                 raise TypeError(f"{role} must be a Keras model, got {type(model).__name__}")
@@ -363,6 +369,10 @@ class SelfDistiller(keras.Model):
         ce = tf.reduce_mean(ce)
         kl = tf.reduce_mean(kl)
         total = self.alpha * ce + (1.0 - self.alpha) * self.temperature**2 * kl
+        if self.feature_weight > 0.0:
+            from rmtkd_tf.features import feature_loss
+
+            total = total + self.feature_weight * tf.cast(feature_loss(self.feature_taps), total.dtype)
         return total, ce, kl
 
     def _record_metrics(self, x, y, sample_weight, student_outputs, total, ce, kl):

@@ -141,3 +141,95 @@ def find_layer(model, path):
         if candidate_path == path:
             return layer
     raise KeyError(f"no layer at path {path!r}")
+
+
+# Layers that apply an elementwise nonlinearity: one between a layer and its BatchNormalization stops the fold.
+_ACTIVATION_LAYER_TYPES = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    keras.layers.Softmax,
+)
+
+
+def output_consumers(layer):
+    """The distinct layers that take `layer`'s output as input, over every graph it was called in.
+
+    Keras records a node for each call; a Sequential built with `add()` also
+    keeps the nodes of its intermediate graphs, which at most lack consumers.
+    Reads Keras's private `_outbound_nodes`: if a Keras version drops it, no
+    consumer is found and nothing is folded (the unweighted analysis), not an error.
+    """
+    consumers = {}
+    for node in getattr(layer, "_outbound_nodes", []):
+        consumers.setdefault(id(node.operation), node.operation)
+    return list(consumers.values())
+
+
+def _channel_axis(layer, rank):
+    if layer_kind(layer) == "conv2d" and getattr(layer, "data_format", "channels_last") == "channels_first":
+        return 1
+    return rank - 1
+
+
+def _input_rank(consumer, producer):
+    for node in consumer._inbound_nodes:
+        for tensor in node.input_tensors:
+            if tensor._keras_history.operation is producer:
+                return len(tensor.shape)
+    return None
+
+
+def following_batchnorm(layer):
+    """`(batchnorm, None)` if a BatchNormalization directly and solely consumes `layer`'s output, else `(None, why)`.
+
+    Foldable means: `layer` is a Dense/Conv2D (or factorized) layer with a
+    linear activation, its output goes to that BatchNormalization and to
+    nothing else, and the BatchNormalization normalises the layer's channel
+    axis. `why` says why a BatchNormalization that is there cannot be folded
+    (a nonlinearity in between, another consumer, another axis), and is None
+    when there is no BatchNormalization to speak of. Works in Functional and
+    Sequential models, nested ones included, as long as the layer and its
+    BatchNormalization are in the same (sub)model. A layer whose output is
+    also an output of its model cannot be told apart from the layer alone;
+    do not rely on the fold for such a layer.
+
+    >>> inputs = keras.Input((6, 6, 2))
+    >>> x = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x))
+    >>> bn, why = following_batchnorm(model.get_layer("conv"))
+    >>> bn.name, why
+    ('bn', None)
+    >>> inputs = keras.Input((6, 6, 2))
+    >>> x = keras.layers.Conv2D(3, 3, activation="relu", name="conv")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x))
+    >>> following_batchnorm(model.get_layer("conv"))
+    (None, "its relu activation comes before BatchNormalization 'bn' (nonlinear, cannot be folded)")
+    """
+    if layer_kind(layer) is None or is_attention_input_projection(layer) or is_attention_output_projection(layer):
+        return None, None
+    consumers = output_consumers(layer)
+    batchnorms = [c for c in consumers if isinstance(c, keras.layers.BatchNormalization)]
+    if len(consumers) == 1 and isinstance(consumers[0], _ACTIVATION_LAYER_TYPES):
+        after = [c for c in output_consumers(consumers[0]) if isinstance(c, keras.layers.BatchNormalization)]
+        if after:
+            return None, (
+                f"the {type(consumers[0]).__name__} layer '{consumers[0].name}' comes before "
+                f"BatchNormalization '{after[0].name}' (nonlinear, cannot be folded)"
+            )
+        return None, None
+    if not batchnorms:
+        return None, None
+    bn = batchnorms[0]
+    if len(consumers) > 1:
+        others = ", ".join(sorted(f"'{c.name}'" for c in consumers if c is not bn))
+        return None, f"its output also feeds {others}, not only BatchNormalization '{bn.name}'"
+    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    if activation != "linear":
+        return None, f"its {activation} activation comes before BatchNormalization '{bn.name}' (nonlinear, cannot be folded)"
+    rank = _input_rank(bn, layer)
+    if rank is None or not isinstance(bn.axis, int) or bn.axis % rank != _channel_axis(layer, rank):
+        return None, f"BatchNormalization '{bn.name}' normalises axis {bn.axis}, not the layer's channel axis"
+    return bn, None

@@ -21,6 +21,7 @@ class Task:
     data: object  # rmtkd_tf.compress.CompressionData
     splits: object  # rmtkd_tf.data.DataSplits
     description: str
+    validation_warning: str | None = None  # logged by compress_task: validation carved from train
 
 
 def _input_shape(model):
@@ -100,16 +101,19 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     beside the model (`name.keras` -> `name.vocab.txt`), to the model's fixed input length, else to
     `sequence_length` (default 128) tokens.
 
-    Validation (the accuracy the loop's `max_drop` is checked on): with `validation="auto"`, the data's
-    own validation split when it has one (SST-2's `dev.tsv`, an image folder's `val/`), since a teacher
-    usually fits its training examples better than new ones and a validation drawn from them would
-    measure forgetting of memorised examples; otherwise (or with `validation="train"`) a stratified
-    `validation_fraction` of the training split, held out of fine-tuning.
+    Validation (the accuracy the loop's `max_drop` is checked on; see `rmtkd_tf.data.holdout`): with
+    `validation="auto"`, the data's own validation split when it has one (an .npz's `x_val`, SST-2's
+    `dev.tsv`, an image folder's `val/`), since a teacher usually fits its training examples better than
+    new ones and a validation drawn from them would measure forgetting of memorised examples; otherwise
+    (or with `validation="train"`) a stratified `validation_fraction` of the training split, held out of
+    fine-tuning; `task.validation_warning` then says why that is optimistic (`compress_task` logs it).
+    `validation="test-split"` takes a stratified half of the test
+    split (the test figures are then on the other half only); any other value is a data spec whose rows
+    are the validation set. `task.data.validation_origin` says which was used.
     """
-    if validation not in ("auto", "train"):
-        raise RMTKDError(f"validation must be 'auto' or 'train', got {validation!r}")
     from rmtkd_tf.compress import CompressionData
     from rmtkd_tf.data import load_data, split_train
+    from rmtkd_tf.data.holdout import carved_from_train_warning, choose_validation
     from rmtkd_tf.io import load_model
 
     log(f"loading model {model_path}")
@@ -122,6 +126,8 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     splits = load_data(str(data_spec), limit=limit, image_size=image_size, seed=seed)
     if len(splits.y_train) == 0:
         raise RMTKDError(f"--data {data_spec} has no training examples")
+    choice = choose_validation(splits, validation, limit=limit, image_size=image_size, seed=seed)
+    splits = choice.splits  # the validation (and, for test-split, the test half) to use
     x_train, x_test, x_own_val = splits.x_train, splits.x_test, splits.x_val
     if splits.modality == "text":
         from rmtkd_tf.transformers.bert import takes_token_ids
@@ -135,7 +141,7 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     elif tokenizer is not None:
         raise RMTKDError(f"a tokenizer was given but --data {data_spec} is {splits.modality} data, not text")
     _check_shape(model, x_train, data_spec)
-    own_validation = validation == "auto" and splits.y_val is not None and len(splits.y_val) > 0
+    own_validation = not choice.carve_from_train
     held_out = 0 if own_validation else validation_fraction
     parts = split_train(splits.x_train, splits.y_train, (calibration_fraction, held_out), seed=seed)
     x_cal, x_val, x_rest = (_rows(x_train, index) for index in (parts.calibration, parts.validation, parts.train))
@@ -152,16 +158,18 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
         y_validation=y_val,
         x_test=x_test,
         y_test=splits.y_test,
+        validation_origin=choice.origin,
     )
     from rmtkd_tf.data.validation import validate_task_data
 
     validate_task_data(model, data, data_spec, calibration_fraction=calibration_fraction, n_train_total=len(splits.y_train),
                        validation_fraction=None if own_validation else validation_fraction, log=log)
-    description = splits.describe()
-    origin = "the data's own validation split" if own_validation else "held out of the training split"
-    log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)} ({origin}), "
+    description = f"{splits.describe()}; {choice.note}"
+    log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)} ({choice.origin}), "
         f"fine-tuning {len(data.y_train)}")
-    return Task(model=model, model_path=Path(model_path), data=data, splits=splits, description=description)
+    warning = carved_from_train_warning(len(y_val), automatic=validation == "auto") if choice.carve_from_train else None
+    return Task(model=model, model_path=Path(model_path), data=data, splits=splits, description=description,
+                validation_warning=warning)
 
 
 def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=print):
@@ -195,6 +203,21 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
     return {"layers": entries, "table": format_layer_table(decisions)}
 
 
+def warn_if_validation_too_small(data, config, log=print):
+    """Logs one `warning:` line when the validation set is too small to accept a student within `max_drop`.
+
+    Steps are accepted on the upper confidence bound of the drop (`rmtkd_tf.acceptance`), so a small
+    validation set rejects students that lose nothing; returns the warning (or None).
+    """
+    from rmtkd_tf.acceptance import too_few_warning
+
+    confidence = getattr(config, "confidence", 0.95)
+    warning = too_few_warning(_n_rows(data.x_validation), config.max_drop, confidence=confidence)
+    if warning is not None:
+        log(warning)
+    return warning
+
+
 def compress_task(task, config, output_dir, resume=False, export_precision="fp32", log=print, fingerprint=None,
                   overwrite=False):
     """Run the RMT-KD loop, save student.keras (+ .tflite) and report.json in `output_dir`.
@@ -214,6 +237,9 @@ def _compress_task(task, config, output_dir, resume, export_precision, log):
 
     output_dir = Path(output_dir)
     t0 = time.time()
+    if task.validation_warning:
+        log(task.validation_warning)
+    warn_if_validation_too_small(task.data, config, log)
     student, report = compress(task.model, task.data, config, output_dir, resume=resume, log=log)
     from rmtkd_tf.finite_guard import ensure_finite_weights
 
@@ -221,6 +247,7 @@ def _compress_task(task, config, output_dir, resume, export_precision, log):
     save_model(student, output_dir / "student.keras")
     report["model"] = str(task.model_path)
     report["data"] = task.description
+    report["validation"] = {"origin": task.data.validation_origin, "examples": _n_rows(task.data.x_validation)}
     report["compression_wall_s"] = round(time.time() - t0, 1)
     if export_precision:
         report["export"] = {}

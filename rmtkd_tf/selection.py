@@ -4,6 +4,13 @@ For every collected layer: eigen-decompose its covariance, let a rank rule
 (`rmtkd_tf.spectral`) pick `k`, clamp it to the user's minimum `k/d`, and keep
 the factorization only if it saves parameters. Every layer gets a
 `LayerDecision`, skipped ones with the reason, so reports explain everything.
+
+The covariance analysed is the one of the error that matters
+(`rmtkd_tf.output_weighting`): for a layer whose output goes straight into a
+BatchNormalization, `D Σ D` with `D` the BN's per-channel scale (metric
+`"post-batchnorm"`; the eigenvalues, the rank rule and the dropped energy are
+then post-BN variances), else `Σ` (`"pre-activation"`), or, for a factorized
+layer reduced again, the covariance of its bottleneck (`"bottleneck"`).
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import math
 
 import numpy as np
 
-from rmtkd_tf.factorization import leading_eigenvectors, low_rank_parameter_count
+from rmtkd_tf.factorization import leading_eigenvectors, low_rank_parameter_count, weighted_covariance
 from rmtkd_tf.model_walk import dense_matrix_shape
+from rmtkd_tf.output_weighting import PRE_ACTIVATION, output_weighting
 from rmtkd_tf.surgery import LayerFactors, unsupported_reason
 
 
@@ -35,10 +43,15 @@ class LayerDecision:
     params_after: int
     skipped: str | None = None
     rule: dict | None = None
+    noise: dict | None = None  # the rank rule's noise fit, if it has one (reused when the layer is analysed again)
+    metric: str = PRE_ACTIVATION  # the covariance analysed (see the module docstring)
+    metric_note: str | None = None  # which BatchNormalization was folded, or why none was
     eigenvalues: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    # Per-channel scale of the "post-batchnorm" metric (None: unweighted); `layer_factors` uses it.
+    output_scale: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self, with_eigenvalues=False):
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "eigenvalues"}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("eigenvalues", "output_scale")}
         if with_eigenvalues and self.eigenvalues is not None:
             out["eigenvalues"] = [float(v) for v in self.eigenvalues]
         return out
@@ -55,7 +68,7 @@ def layer_geometry(layer):
     return fan_in, units, int(layer.count_params())
 
 
-def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
+def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, prior_noise=None, fold_batchnorm=True):
     """Rank decisions and factors for the layers with statistics.
 
     Args:
@@ -66,6 +79,12 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         min_rank_ratio: never go below `ceil(min_rank_ratio * d)` with d the
             layer's output width.
         min_rank: never go below this rank.
+        prior_noise: dict path -> noise fit (`LayerDecision.noise`) of an earlier
+            analysis of the same layer; the rank rule reuses it instead of
+            fitting the noise again on the directions already kept.
+        fold_batchnorm: weigh a layer followed by a BatchNormalization by the
+            BN's channel scale (see the module docstring); False analyses
+            every layer on its plain pre-activation covariance.
 
     Returns:
         `(decisions, factors)`: a list of `LayerDecision` and a dict
@@ -92,16 +111,23 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
         if reason:
             decision.skipped = reason
             continue
-        eigenvalues, _ = leading_eigenvectors(stats.covariance, 0)
+        weighting = output_weighting(layer, fold_batchnorm)
+        decision.metric, decision.metric_note = weighting.metric, weighting.note
+        decision.output_scale = weighting.scale
+        eigenvalues, _ = leading_eigenvectors(analysed_covariance(stats, decision), 0)
         decision.eigenvalues = eigenvalues
         layer_rule = copy.deepcopy(rule)
         try:
-            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_samples, 1)))
+            prior = (prior_noise or {}).get(path)
+            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_samples, 1),
+                                              **({} if prior is None else {"noise": prior})))
         except ValueError as exc:  # degenerate spectrum (all zeros, too few samples)
             decision.skipped = f"rank rule failed: {exc}"
             continue
         decision.rule_rank = rule_rank
         decision.rule = layer_rule.to_dict()
+        fitted_noise = getattr(layer_rule, "noise_", None)
+        decision.noise = None if fitted_noise is None else fitted_noise.to_dict()
         floor = max(int(min_rank), math.ceil(min_rank_ratio * units))
         rank = min(max(rule_rank, floor), stats.dim)
         after = low_rank_parameter_count(fan_in, units, rank)
@@ -113,8 +139,24 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1):
                 f"rank {rank} of {units} would not save parameters ({after} >= {params})"
             )
             continue
-        _, basis = leading_eigenvectors(stats.covariance, rank)
         decision.rank = rank
         decision.params_after = after
-        factors[path] = LayerFactors(basis=basis, mean=stats.mean)
+        factors[path] = layer_factors(stats, decision, rank)
     return decisions, factors
+
+
+def analysed_covariance(stats, decision):
+    """The covariance `decision` analyses: `D Σ D` for the "post-batchnorm" metric, else `Σ`."""
+    if decision.output_scale is None:
+        return stats.covariance
+    return weighted_covariance(stats.covariance, decision.output_scale)
+
+
+def layer_factors(stats, decision, rank):
+    """The `LayerFactors` that keep the `rank` leading directions of a layer's analysed covariance.
+
+    With a "post-batchnorm" decision the directions are those of `D Σ D` and the
+    factors carry `D`, so surgery builds the oblique projection (`rmtkd_tf.factorization`).
+    """
+    _, basis = leading_eigenvectors(analysed_covariance(stats, decision), rank)
+    return LayerFactors(basis=basis, mean=stats.mean, output_scale=decision.output_scale)

@@ -37,10 +37,18 @@ from rmtkd_tf.model_walk import (
 
 @dataclasses.dataclass
 class LayerFactors:
-    """What to put in place of one layer: the leading eigenvectors and the pre-activation mean."""
+    """What to put in place of one layer: the leading eigenvectors, the pre-activation mean, the metric's scale.
+
+    With `output_scale` (a following BatchNormalization's per-channel scale
+    `s`, see `rmtkd_tf.output_weighting`), `basis` holds eigenvectors of
+    `diag(s) Σ diag(s)` and the factors are the oblique projection of
+    `rmtkd_tf.factorization.project_kernel`. All three live on the analysed
+    axis: the layer's outputs, or the bottleneck of a factorized layer.
+    """
 
     basis: np.ndarray  # (d, k) orthonormal columns
     mean: np.ndarray  # (d,)
+    output_scale: np.ndarray | None = None  # (d,) positive; None: orthogonal projection
 
     @property
     def rank(self):
@@ -193,11 +201,15 @@ def _set_factorized_weights(layer, new_layer, layer_factors):
         down_kernel = keras.ops.convert_to_numpy(layer.down_kernel).astype(np.float64)
         up_kernel = keras.ops.convert_to_numpy(layer.up_kernel).astype(np.float64).reshape(layer.rank, -1)
         bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64).reshape(-1)
-        down, up_z, bias_z = project_kernel(down_kernel, None, layer_factors.mean, layer_factors.basis)
+        down, up_z, bias_z = project_kernel(
+            down_kernel, None, layer_factors.mean, layer_factors.basis, layer_factors.output_scale
+        )
         up, new_bias = up_z @ up_kernel, bias_z @ up_kernel + bias
     else:
         kernel, bias = effective_kernel(layer)
-        down, up, new_bias = project_kernel(kernel, bias, layer_factors.mean, layer_factors.basis)
+        down, up, new_bias = project_kernel(
+            kernel, bias, layer_factors.mean, layer_factors.basis, layer_factors.output_scale
+        )
     up = up.reshape(tuple(new_layer.up_kernel.shape))
     dtype = new_layer.down_kernel.dtype
     new_layer.down_kernel.assign(down.astype(dtype))

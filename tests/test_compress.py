@@ -39,7 +39,8 @@ def task():
 
 
 def _config(**overrides):
-    params = dict(epochs_per_step=1, batch_size=32, calibration_samples=200, max_steps=6, seed=3, max_drop=5.0)
+    # These tests are about the paper's iterative loop; the budgeted schedule has test_compress_budgeted.py.
+    params = dict(schedule="iterative", epochs_per_step=1, batch_size=32, calibration_samples=200, max_steps=6, seed=3, max_drop=5.0)
     params.update(overrides)
     return CompressionConfig(**params)
 
@@ -115,6 +116,12 @@ def test_invalid_configs():
         CompressionConfig(target_params=2.0)
     with pytest.raises(RMTKDError, match="order"):
         CompressionConfig(order="random")
+    with pytest.raises(RMTKDError, match="schedule"):
+        CompressionConfig(schedule="greedy")
+    with pytest.raises(RMTKDError, match="target_flops"):
+        CompressionConfig(target_flops=0.0)
+    with pytest.raises(RMTKDError, match="allocation_cost"):
+        CompressionConfig(allocation_cost="latency")
 
 
 def test_rolled_back_group_is_retried_in_halves_and_only_the_failing_layer_freezes(task, tmp_path):

@@ -37,7 +37,10 @@ def test_sst2_folder(shared_data):
 
 def test_sst2_full_sizes_match_the_readme(shared_data):
     data = load_data(str(shared_data / "sst2"))
-    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (60614, 6735, 872)
+    # dev.tsv keeps only the dev phrases that are no substring of a train row (see ../shared/data/README.md).
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (60614, 764, 872)
+    train_text = "\n".join(data.x_train)
+    assert not any(text in train_text for text in data.x_val[:50])  # validation the teacher has not seen
 
 
 def test_agnews_folder(shared_data):
@@ -47,3 +50,14 @@ def test_agnews_folder(shared_data):
     assert np.bincount(data.y_test).tolist() == [1900] * 4
     assert not any(" #39;" in text or "&lt;" in text or "&amp;" in text for text in data.x_train)
     assert sum("'" in text for text in data.x_train) > 1000
+
+
+def test_validation_choices_on_real_data(shared_data):
+    from rmtkd_tf.data.holdout import choose_validation
+
+    sst2 = choose_validation(load_data(str(shared_data / "sst2"), limit=100, seed=0))
+    assert sst2.origin == "own split" and len(sst2.splits.y_val) == 100  # dev.tsv, not carved from train
+    cifar = load_data(str(shared_data / "cifar10"), limit=200, seed=0)
+    assert choose_validation(cifar).carve_from_train  # CIFAR-10 has no validation split of its own
+    halves = choose_validation(cifar, "test-split", seed=0).splits
+    assert np.bincount(halves.y_val).tolist() == [10] * 10 and np.bincount(halves.y_test).tolist() == [10] * 10

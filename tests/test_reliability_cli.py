@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from rmtkd_tf.io import current_umask
 
-FAST = ["--epochs-per-step", "0", "--max-steps", "1", "--calibration-samples", "64", "-q"]
+FAST = ["--schedule", "iterative", "--epochs-per-step", "0", "--max-steps", "1", "--calibration-samples", "64", "-q"]
 
 
 def _sha(path):
@@ -204,12 +204,12 @@ def test_regression_model_is_refused_and_a_rerun_is_not_blocked(tiny, tmp_path):
 
 def test_failure_at_the_first_step_leaves_nothing_that_blocks_a_rerun(tiny, tmp_path, monkeypatch):
     model, data, _ = tiny
-    import rmtkd_tf.compress as compress
+    import rmtkd_tf.steps as steps
 
     def broken(*args, **kwargs):
-        raise compress.RMTKDError("simulated failure inside the first step")
+        raise steps.RMTKDError("simulated failure inside the first step")
 
-    monkeypatch.setattr(compress, "collect_activations", broken)
+    monkeypatch.setattr(steps, "collect_activations", broken)
     out = tmp_path / "out"
     line = _one_line_error(_run(["compress", model, "--data", data, "-o", out, *FAST, "--no-export"]))
     assert "simulated failure" in line and not out.exists()
@@ -217,17 +217,17 @@ def test_failure_at_the_first_step_leaves_nothing_that_blocks_a_rerun(tiny, tmp_
 
 def test_nan_in_training_stops_the_run_without_saving_a_nan_student(tiny, tmp_path, monkeypatch):
     model, data, _ = tiny
-    import rmtkd_tf.compress as compress
+    import rmtkd_tf.steps as steps
 
-    def diverging(student, teacher, data, config, epochs, seed):
+    def diverging(student, *args, **kwargs):
         for weight in student.trainable_weights:
             weight.assign(np.full(weight.shape, np.nan, weight.dtype))
         return {"loss": float("nan")}
 
-    monkeypatch.setattr(compress, "_distil", diverging)
+    monkeypatch.setattr(steps, "_fit_distiller", diverging)
     out = tmp_path / "out"
-    line = _one_line_error(_run(["compress", model, "--data", data, "-o", out, "-q", "--max-steps", "1",
-                                 "--calibration-samples", "64", "--no-export"]))
+    line = _one_line_error(_run(["compress", model, "--data", data, "-o", out, "-q", "--schedule", "iterative",
+                                 "--max-steps", "1", "--calibration-samples", "64", "--no-export"]))
     assert "training diverged" in line
     assert not (out / "student.keras").exists() and not (out / "checkpoints" / "step_001.keras").exists()
 
@@ -282,14 +282,14 @@ def test_resume_with_another_model_or_setting_is_refused_naming_what_differs(tin
 
 def test_interrupt_exits_130_and_the_run_resumes(tiny, tmp_path, monkeypatch):
     model, data, _ = tiny
-    import rmtkd_tf.compress as compress
+    import rmtkd_tf.schedules.iterative as iterative
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(compress, "factorize_model", interrupted)
+        patch.setattr(iterative, "factorize_model", interrupted)
         result = CliRunner().invoke(cli, ["compress", str(model), "--data", str(data), "-o", str(out), *FAST,
                                           "--no-export"])
     assert result.exit_code == 130, result.output
@@ -338,8 +338,8 @@ def test_unsafe_compress_of_a_lambda_model_works_end_to_end(tiny, tmp_path):
     line = _one_line_error(_run(["compress", path, "--data", data, "-o", tmp_path / "safe", *FAST]))
     assert "Lambda" in line and not (tmp_path / "safe").exists()
     out = tmp_path / "out"
-    result = _run(["compress", path, "--data", data, "-o", out, "--unsafe", "-q", "--epochs-per-step", "0",
-                   "--max-steps", "2", "--calibration-samples", "64", "--max-drop", "100"])
+    result = _run(["compress", path, "--data", data, "-o", out, "--unsafe", "-q", "--schedule", "iterative", "--epochs-per-step", "0",
+                   "--max-steps", "1", "--calibration-samples", "64", "--max-drop", "100"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["accepted_steps"] >= 1 and (out / "student.tflite").exists()

@@ -2,7 +2,8 @@
 
 `load_data(spec)` reads, by what `spec` points at:
 
-* `path.npz`: keys `x_train, y_train, x_test, y_test` (the `keras.datasets` layout) or `x, y`.
+* `path.npz`: keys `x_train, y_train, x_test, y_test` (the `keras.datasets` layout) or `x, y`, with an
+  optional validation split `x_val, y_val` (or `x_validation, y_validation`) beside `x_train, y_train`.
 * a CIFAR-10 "python version" folder (`data_batch_1..5`, `test_batch`, `batches.meta`), or its parent
   holding `cifar-10-batches-py/`.
 * an image folder: `<root>/train/<class>/*.jpg` (+ optional `<root>/test/<class>/...` and
@@ -43,6 +44,8 @@ TFDS_INPUT_KEYS = ("image", "sentence", "text", "description", "document", "cont
 TFDS_LABEL_KEYS = ("label", "labels")
 # glue/sst2's "test" split has no labels (-1); its labelled "validation" split is what papers report.
 TFDS_DEFAULT_SPLITS = {"glue/sst2": ("train", "validation")}
+# Keys of an .npz's own validation split (beside x_train/y_train), in either spelling.
+NPZ_VALIDATION_KEYS = (("x_val", "y_val"), ("x_validation", "y_validation"))
 
 
 class DataLoadError(RMTKDError):
@@ -54,7 +57,7 @@ class DataSplits:
     """A data set as NumPy arrays: `y_*` are int64 class indices, `x_test`/`y_test` may be None.
 
     `x_val`/`y_val` hold a separate labelled split when the source has one (SST-2's `dev.tsv`, an image
-    folder's `val/`); it is never the test split.
+    folder's `val/` or `validation/`, an .npz's `x_val`/`y_val`); it is never the test split.
 
     >>> import numpy as np
     >>> DataSplits(np.zeros((4, 2)), np.array([0, 1, 0, 1]), None, None, None, "tabular", "toy").describe()
@@ -346,6 +349,9 @@ def _load_npz(path: Path, spec: str, *, limit, seed) -> DataSplits:
         raise DataLoadError(
             f"unknown .npz layout in {spec}: keys {sorted(arrays)}; expected x_train, y_train, x_test, y_test or x, y"
         )
+    validation_keys = _npz_validation_keys(arrays, spec)
+    if validation_keys is not None:
+        split_keys["val"] = validation_keys
     splits = {}
     for role, (x_key, y_key) in split_keys.items():
         x, y = arrays[x_key], _as_class_indices(arrays[y_key], f"{y_key} in {spec}")
@@ -353,14 +359,29 @@ def _load_npz(path: Path, spec: str, *, limit, seed) -> DataSplits:
             raise DataLoadError(f"inconsistent lengths in {spec}: {x_key} has {len(x)} rows, {y_key} has {len(y)}")
         keep = balanced_subset(y, limit, seed)
         splits[role] = (x[keep], y[keep])
-    if "test" in splits and splits["test"][0].shape[1:] != splits["train"][0].shape[1:]:
-        raise DataLoadError(
-            f"x_train and x_test in {spec} differ in example shape: "
-            f"{splits['train'][0].shape[1:]} vs {splits['test'][0].shape[1:]}"
-        )
+    for role in ("test", "val"):
+        if role in splits and splits[role][0].shape[1:] != splits["train"][0].shape[1:]:
+            raise DataLoadError(
+                f"{split_keys['train'][0]} and {split_keys[role][0]} in {spec} differ in example shape: "
+                f"{splits['train'][0].shape[1:]} vs {splits[role][0].shape[1:]}"
+            )
     x_train, y_train = splits["train"]
     x_test, y_test = splits.get("test", (None, None))
-    return DataSplits(x_train, y_train, x_test, y_test, None, _modality_of(x_train), spec)
+    x_val, y_val = splits.get("val", (None, None))
+    return DataSplits(x_train, y_train, x_test, y_test, None, _modality_of(x_train), spec, x_val, y_val)
+
+
+def _npz_validation_keys(arrays: dict, spec: str) -> tuple[str, str] | None:
+    """`("x_val", "y_val")` or `("x_validation", "y_validation")` when the .npz has that split, else None."""
+    present = [(x_key, y_key) for x_key, y_key in NPZ_VALIDATION_KEYS if x_key in arrays or y_key in arrays]
+    if len(present) > 1:
+        raise DataLoadError(f"{spec} has both x_val/y_val and x_validation/y_validation; keep one")
+    if not present:
+        return None
+    x_key, y_key = present[0]
+    if not {x_key, y_key} <= arrays.keys():
+        raise DataLoadError(f"{spec} has only one of {x_key}/{y_key}")
+    return x_key, y_key
 
 
 def _load_cifar_python(folder: Path, spec: str, *, limit, seed) -> DataSplits:

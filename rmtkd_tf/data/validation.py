@@ -10,8 +10,8 @@
 - fewer than `MIN_CALIBRATION_EXAMPLES` calibration or `MIN_VALIDATION_EXAMPLES` validation examples,
   saying how many training examples the fractions then need.
 
-A validation split under `FEW_VALIDATION_EXAMPLES` examples gives a warning: its accuracy moves in
-steps of 100/n points, coarser than a typical `--max-drop`.
+(A validation set too small to accept a student within `--max-drop` gets a warning from
+`rmtkd_tf.pipeline.warn_if_validation_too_small`.)
 
 >>> import numpy as np, keras
 >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
@@ -30,7 +30,6 @@ from rmtkd_tf.errors import DataValidationError
 
 MIN_CALIBRATION_EXAMPLES = 5
 MIN_VALIDATION_EXAMPLES = 5
-FEW_VALIDATION_EXAMPLES = 100
 
 
 def _arrays(x):
@@ -108,7 +107,7 @@ def check_input_shape(model, x, name: str, spec) -> None:
 
 def check_counts(n_calibration: int, n_validation: int, n_train_total: int, calibration_fraction=None,
                  validation_fraction=None, log=print) -> None:
-    """Enough calibration and validation examples; a warning when validation accuracy is coarse."""
+    """Enough calibration and validation examples (`log` is kept for callers; nothing is logged)."""
     for what, n, minimum, fraction in (
         ("calibration", n_calibration, MIN_CALIBRATION_EXAMPLES, calibration_fraction),
         ("validation", n_validation, MIN_VALIDATION_EXAMPLES, validation_fraction),
@@ -120,9 +119,6 @@ def check_counts(n_calibration: int, n_validation: int, n_train_total: int, cali
             raise DataValidationError(
                 f"only {n} {what} examples from {n_train_total} training examples; at least {minimum} are needed{need}"
             )
-    if n_validation < FEW_VALIDATION_EXAMPLES:
-        log(f"warning: only {n_validation} validation examples: validation accuracy moves in steps of "
-            f"{100 / n_validation:.1f} points, coarser than a typical --max-drop")
 
 
 def validate_task_data(model, data, spec, *, calibration_fraction=None, validation_fraction=None, n_train_total=None,

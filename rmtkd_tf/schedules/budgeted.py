@@ -1,0 +1,252 @@
+"""The budgeted schedule: analyse once, cut once, spend the whole distillation on the final student.
+
+1. **Analyse once.** Every candidate layer's covariance is collected on the calibration split
+   of the original model; the rank rule (the Marchenko–Pastur edge by default) gives each
+   layer's signal rank, the most it will ever keep.
+2. **Allocate.** `rmtkd_tf.allocation.CutLadder` orders all cuts by one threshold on the
+   relative activation error added per parameter (or FLOP) saved, from the MP cut (every layer
+   at its signal rank) to every layer at its floor.
+3. **Choose the cut.** With `target_params` / `target_flops`, the smallest cut that reaches
+   the target. Otherwise the deepest cut whose validation accuracy *before any training* is
+   within `search_tolerance` points of the original (bisection on the ladder: about
+   `log2(ladder length)` surgeries and validation passes, no training).
+4. **Cut once and distil** the student from the *original* teacher with the whole budget
+   (`distillation_epochs`, learning rate on a cosine decay to 0), checkpointing after every epoch.
+5. **Check** the student on validation, paired with the original model on the same examples
+   (`rmtkd_tf.steps.ValidationReference`). Without a target, a student outside `max_drop` is
+   discarded and the cut backed off to half its parameter saving (at most `max_attempts`
+   distillations in all); if no attempt holds, the original model is returned unchanged.
+   With a target, the student is kept and the report says whether it held `max_drop`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+
+from rmtkd_tf.allocation import CutLadder, LayerBudget
+from rmtkd_tf.collection import candidate_layers
+from rmtkd_tf.flops import model_flops, output_positions_per_call
+from rmtkd_tf.io import load_model, save_model
+from rmtkd_tf.model_walk import iter_graph_layers
+from rmtkd_tf.selection import layer_factors
+from rmtkd_tf.steps import accuracy, analyse, distil, seed_step
+from rmtkd_tf.surgery import factorize_model
+
+
+def initial_state():
+    """The budgeted schedule's own part of `state.json`."""
+    return {"search": [], "cut_index": None, "attempts": []}
+
+
+def _positions(model, paths):
+    """Output positions per example (conv positions, tokens) of each candidate layer, for FLOP costs."""
+    graph = dict(iter_graph_layers(model))
+    positions = {}
+    for path in paths:
+        owner = graph.get(path) or graph.get(path.rpartition("/")[0])  # an encoder part: its encoder's tokens
+        positions[path] = max(sum(output_positions_per_call(owner)), 1) if owner is not None else 1
+    return positions
+
+
+def build_ladder(model, data, config, rule, eligible):
+    """Analyse every eligible layer once; returns `(ladder, decisions, statistics)`."""
+    decisions, _, statistics = analyse(model, data, config, rule, eligible)
+    layers = dict(candidate_layers(model, eligible))
+    positions = _positions(model, eligible)
+    budgets = []
+    for decision in decisions:
+        if decision.eigenvalues is None or decision.rule_rank is None:
+            continue  # unsupported layer, or a spectrum the rule could not read: left as it is
+        floor = max(1, math.ceil(config.min_rank_ratio * decision.units))
+        budgets.append(LayerBudget(
+            decision.path, decision.eigenvalues, max_rank=decision.rule_rank, min_rank=floor,
+            fan_in=decision.fan_in, units=decision.units, dense_params=decision.params_before,
+            positions=positions[decision.path], factorized=hasattr(layers[decision.path], "bottleneck"),
+        ))
+    other_params = int(model.count_params()) - sum(b.dense_params for b in budgets)
+    other_flops = model_flops(model) - 2 * sum(b.macs(None) for b in budgets)
+    ladder = CutLadder(budgets, other_params=other_params, other_flops=max(other_flops, 0), metric=config.allocation_cost)
+    return ladder, decisions, statistics
+
+
+def _factors(cut, statistics, decisions):
+    by_path = {d.path: d for d in decisions}
+    return {path: layer_factors(statistics[path], by_path[path], rank)
+            for path, rank in cut.ranks.items() if rank is not None}
+
+
+def _student(model, cut, statistics, decisions):
+    factors = _factors(cut, statistics, decisions)
+    return factorize_model(model, factors) if factors else None
+
+
+def _target_index(ladder, config, state):
+    """Ladder index of the smallest cut that meets every target given."""
+    index = 0
+    if config.target_params is not None:
+        index = max(index, ladder.index_of_params(math.floor(config.target_params * state["original_params"])))
+    if config.target_flops is not None:
+        flops_limit = config.target_flops * state["original_flops"]
+        index = max(index, ladder.index_of_flops(flops_limit))
+    return index
+
+
+def _search_index(model, ladder, statistics, decisions, data, config, state, reference, log):
+    """Deepest cut whose validation accuracy before training is within `search_tolerance` points."""
+    base = reference.accuracy
+
+    def passes(cut):
+        student = _student(model, cut, statistics, decisions)
+        acc = base if student is None else accuracy(student, data.x_validation, data.y_validation)
+        drop = None if base is None or acc is None else base - acc
+        state["search"].append({"params": cut.params, "flops": cut.flops, "relative_error": cut.relative_error,
+                                "val_accuracy_before_training": acc, "drop": drop})
+        log(f"search: {cut.params} params, val acc before training {acc if acc is None else round(acc, 2)}")
+        return drop is None or drop <= config.search_tolerance
+
+    index = ladder.last_passing(passes)
+    return 0 if index is None else index
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the student after every distillation epoch and records the progress in the state."""
+
+    def __init__(self, student, path, attempt, folder, state):
+        super().__init__()
+        self.student, self.path, self.attempt, self.folder, self.state = student, path, attempt, folder, state
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_model(self.student, self.path)
+        self.attempt["epochs_done"] = epoch + 1
+        self.attempt["losses"] = {k: float(v) for k, v in (logs or {}).items()}
+        self.folder.save_state(self.state)
+
+
+class ShiftedCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay to 0 over `total_steps`, started `offset` steps in (a resumed distillation continues it).
+
+    >>> schedule = ShiftedCosineDecay(1e-3, total_steps=100, offset=50)
+    >>> round(float(schedule(0)), 6)
+    0.0005
+    """
+
+    def __init__(self, initial_learning_rate, total_steps, offset=0):
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.total_steps = max(int(total_steps), 1)
+        self.offset = int(offset)
+
+    def __call__(self, step):
+        progress = keras.ops.minimum((keras.ops.cast(step, "float32") + self.offset) / self.total_steps, 1.0)
+        return self.initial_learning_rate * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "total_steps": self.total_steps,
+                "offset": self.offset}
+
+
+def _distil_attempt(model, cut, statistics, decisions, data, config, folder, state, attempt, log):
+    """Surgery at `cut`, then the whole distillation budget from the original model (resumable)."""
+    surgery = _student(model, cut, statistics, decisions)
+    checkpoint = folder.named_checkpoint(f"attempt_{attempt['attempt']}")
+    done = attempt.get("epochs_done", 0)
+    student = load_model(checkpoint) if done else factorize_model(model, _factors(cut, statistics, decisions))
+    epochs = config.distillation_epochs
+    if done < epochs:
+        steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
+        rate = ShiftedCosineDecay(config.distillation_learning_rate, epochs * steps_per_epoch,
+                                  offset=done * steps_per_epoch)
+        seed_step(config.seed, 20_000 + attempt["attempt"] * 100 + done)
+        log(f"distilling {cut.params} params from the original model: epochs {done + 1}-{epochs}")
+        distil(student, model, data, config, epochs, seed=config.seed * 1000 + attempt["attempt"], initial_epoch=done,
+               callbacks=[_EpochCheckpoint(student, checkpoint, attempt, folder, state)], learning_rate=rate)
+    acc_distilled = accuracy(student, data.x_validation, data.y_validation)
+    acc_surgery = attempt.get("val_accuracy_after_surgery")
+    kept = not (acc_surgery is not None and acc_distilled is not None and acc_distilled < acc_surgery)
+    attempt.update(val_accuracy_after_distillation=acc_distilled, kept_distillation=kept)
+    return student if kept else surgery
+
+
+def run(model, data, config, folder, state, log, reference, rule, eligible):
+    """Run (or continue) the budgeted schedule; returns the final model (the original if no cut holds)."""
+    final = folder.named_checkpoint("final")
+    if state["stopped"] is not None:  # a finished run, resumed: nothing left to do
+        return load_model(final) if final.exists() else model
+    t0 = time.time()
+    seed_step(config.seed, 0)
+    ladder, decisions, statistics = build_ladder(model, data, config, rule, eligible)
+    if len(ladder.layers) == 0:
+        state["stopped"] = "no layer has a spectrum to cut"
+        folder.save_state(state)
+        return model
+    mp_cut = ladder.at(ladder.mp_index)
+    state["ladder"] = {"length": len(ladder), "metric": ladder.metric, "mp_cut": mp_cut.to_dict(),
+                       "deepest_cut": ladder.at(-1).to_dict(), "analysis_wall_s": round(time.time() - t0, 1)}
+    state["decisions"] = [d.to_dict() for d in decisions]
+    log(f"analysed {len(ladder.layers)} layers: MP cut {mp_cut.params} params "
+        f"({state['original_params']} now), {len(ladder)} cuts on the ladder")
+    has_target = config.target_params is not None or config.target_flops is not None
+    if state["cut_index"] is None:
+        if has_target:
+            state["cut_index"], state["cut_chosen_by"] = _target_index(ladder, config, state), "target"
+        else:
+            state["cut_index"] = _search_index(model, ladder, statistics, decisions, data, config, state, reference, log)
+            state["cut_chosen_by"] = f"search: deepest cut within {config.search_tolerance:g} points before training"
+        folder.save_state(state)
+
+    index, result = state["cut_index"], model
+    if state["attempts"] and state["attempts"][-1].get("finished"):
+        last = state["attempts"][-1]
+        index = last.get("next_index") if not last["accepted"] and not has_target else None
+    while index is not None and state["stopped"] is None:
+        attempt = _current_attempt(state, index, ladder)
+        cut = ladder.at(index)
+        if "val_accuracy_after_surgery" not in attempt:
+            surgery = _student(model, cut, statistics, decisions)
+            attempt["val_accuracy_after_surgery"] = accuracy(surgery, data.x_validation, data.y_validation)
+            folder.save_state(state)
+        student = _distil_attempt(model, cut, statistics, decisions, data, config, folder, state, attempt, log)
+        check = reference.check(student, data, config)
+        attempt.update(validation_check=check, accepted=check["accepted"], finished=True)
+        log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")
+        if check["accepted"] or has_target:
+            result = student
+            state["stopped"] = "cut accepted" if check["accepted"] else "target reached; drop not within max_drop"
+        elif len(state["attempts"]) >= config.max_attempts:
+            state["stopped"] = f"no cut held max_drop in {config.max_attempts} attempt(s); the model is left as it was"
+        else:
+            attempt["next_index"] = ladder.half_way_back(index)
+            index = attempt["next_index"]
+            if index is None:
+                state["stopped"] = "no cut holds max_drop; the model is left as it was"
+        folder.save_state(state)
+    if state["stopped"] is None:
+        state["stopped"] = "no cut held max_drop; the model is left as it was"
+    if result is not model:
+        save_model(result, final)
+    folder.save_state(state)
+    log(f"stopped: {state['stopped']}")
+    return result
+
+
+def _current_attempt(state, index, ladder):
+    """The unfinished attempt at `index` (after a resume), or a new one."""
+    if state["attempts"] and not state["attempts"][-1].get("finished"):
+        return state["attempts"][-1]
+    cut = ladder.at(index)
+    attempt = {"attempt": len(state["attempts"]) + 1, "index": int(index), "params": cut.params, "flops": cut.flops,
+               "cut": cut.to_dict(), "epochs_done": 0}
+    state["attempts"].append(attempt)
+    return attempt
+
+
+def final_ranks(state):
+    """`path -> rank` of the accepted cut (empty when the model was left as it was)."""
+    accepted = [a for a in state.get("attempts", []) if a.get("accepted")] or [
+        a for a in state.get("attempts", []) if a.get("finished") and state.get("stopped", "").startswith("target")]
+    if not accepted:
+        return {}
+    return {p: r for p, r in accepted[-1]["cut"]["ranks"].items() if r is not None}
+
