@@ -8,6 +8,14 @@ of Chan, Golub & LeVeque, which stays accurate when the mean is large compared
 with the spread (unlike `E[xxᵀ] − μμᵀ`). Memory is O(d²) per layer whatever the
 number of samples. Conv2D outputs count every spatial position as a sample.
 
+Those samples are not independent (the positions of one image, the tokens of
+one text), so each accumulator also streams, per example (the first axis of a
+sample tensor), the O(d) moments from which
+`rmtkd_tf.spectral.effective_samples` estimates the effective sample size
+`n_effective`, the `n` that the Marchenko–Pastur rank rule must be given (see
+that module for the model and why). Padding weights are respected: a padded
+token is no sample, and an example's size is its number of unpadded tokens.
+
 The accumulators are fed by *hooks*: while collecting, a layer's `call` is
 wrapped so that it records its output before the activation. Because the
 update is a TensorFlow op inside the traced step, the same mechanism works in
@@ -36,17 +44,33 @@ from rmtkd_tf.model_walk import (
     layer_kind,
     output_layers,
 )
+from rmtkd_tf.spectral.effective_samples import effective_sample_size_from_sums, paired_feature
 
 
 @dataclasses.dataclass
 class LayerStatistics:
-    """Pre-activation statistics of one layer (population covariance `XXᵀ/n` of centred X)."""
+    """Pre-activation statistics of one layer (population covariance `XXᵀ/n` of centred X).
+
+    `n_effective` is the number of independent samples the covariance is worth
+    (`rmtkd_tf.spectral.effective_samples`; the `n` for the rank rules) and
+    `n_examples` the number of examples the samples came from; both default
+    to `n_samples` when unknown (`design_effect` then 1.0).
+    """
 
     path: str
     kind: str
     n_samples: int
     mean: np.ndarray
     covariance: np.ndarray
+    n_effective: int | None = None
+    n_examples: int | None = None
+    design_effect: float = 1.0
+
+    def __post_init__(self):
+        if self.n_effective is None:
+            self.n_effective = self.n_samples
+        if self.n_examples is None:
+            self.n_examples = self.n_samples
 
     @property
     def dim(self):
@@ -57,9 +81,17 @@ class CovarianceAccumulator:
     """Running mean and covariance of `dim`-dimensional samples in float64.
 
     `update(samples, weights)` takes samples of shape `(..., dim)`; every
-    leading position is one sample. Rows with a zero weight (padding) are
-    ignored; rows with NaN/Inf are ignored and counted in `nonfinite`. The
-    update has static shapes only, so it also runs under XLA.
+    leading position is one sample, and the first axis is the example (rows of
+    one example may be correlated, different examples are independent).
+    Rows with a zero weight (padding) are ignored; rows with NaN/Inf are
+    ignored and counted in `nonfinite`. The update has static shapes only, so
+    it also runs under XLA.
+
+    Besides the mean and covariance it streams, in float64, a shift (the mean
+    of the first non-empty batch), the per-example moment products
+    `Σ_e m_e m_eᵀ` of shape `(dim, 4, 4)` and the number of examples, from
+    which `effective_sample_size()` computes `n_effective`
+    (`rmtkd_tf.spectral.effective_samples`).
 
     Example:
 
@@ -69,6 +101,8 @@ class CovarianceAccumulator:
     >>> n, mean, cov, bad = acc.numpy()
     >>> n, mean.tolist(), bad
     (3, [3.0, 6.0], 0)
+    >>> acc.effective_sample_size().n_examples   # 3 examples of one sample each
+    3
     """
 
     def __init__(self, dim, name="covariance"):
@@ -80,15 +114,23 @@ class CovarianceAccumulator:
                 tf.zeros((self.dim, self.dim), tf.float64), trainable=False, name=f"{name}_m2"
             )
             self.nonfinite = tf.Variable(tf.zeros((), tf.float64), trainable=False, name=f"{name}_nonfinite")
+            self.shift = tf.Variable(tf.zeros((self.dim,), tf.float64), trainable=False, name=f"{name}_shift")
+            self.moment_products = tf.Variable(
+                tf.zeros((self.dim, 4, 4), tf.float64), trainable=False, name=f"{name}_moment_products"
+            )
+            self.examples = tf.Variable(tf.zeros((), tf.float64), trainable=False, name=f"{name}_examples")
 
     def reset(self):
-        self.count.assign(tf.zeros_like(self.count))
-        self.mean.assign(tf.zeros_like(self.mean))
-        self.m2.assign(tf.zeros_like(self.m2))
-        self.nonfinite.assign(tf.zeros_like(self.nonfinite))
+        for variable in (self.count, self.mean, self.m2, self.nonfinite, self.shift, self.moment_products,
+                         self.examples):
+            variable.assign(tf.zeros_like(variable))
 
     def update(self, samples, weights=None):
-        x = tf.reshape(tf.cast(samples, tf.float64), (-1, self.dim))
+        samples = tf.cast(samples, tf.float64)
+        # (examples, positions, dim): the first axis is the example, unless there is only one axis.
+        examples = 1 if samples.shape.rank is not None and samples.shape.rank < 2 else tf.shape(samples)[0]
+        grouped = tf.reshape(samples, tf.stack([examples, -1, self.dim]))
+        x = tf.reshape(grouped, (-1, self.dim))
         w = tf.ones(tf.shape(x)[:1], tf.float64)
         if weights is not None:
             w = tf.reshape(tf.cast(weights, tf.float64), (-1,)) * w
@@ -96,6 +138,7 @@ class CovarianceAccumulator:
         self.nonfinite.assign_add(tf.reduce_sum(tf.where(finite, tf.zeros_like(w), w)))
         w = tf.where(finite, w, tf.zeros_like(w))
         x = tf.where(finite[:, None], x, tf.zeros_like(x))
+        self._update_example_moments(x, w, examples)
 
         batch_count = tf.reduce_sum(w)
         batch_mean = tf.math.divide_no_nan(tf.reduce_sum(x * w[:, None], axis=0), batch_count)
@@ -110,6 +153,39 @@ class CovarianceAccumulator:
         )
         self.mean.assign_add(delta * tf.math.divide_no_nan(batch_count, total))
         self.count.assign(total)
+
+    def _update_example_moments(self, x, w, examples):
+        """Add `Σ_e m_e m_eᵀ` of this batch (module `rmtkd_tf.spectral.effective_samples`)."""
+        batch_count = tf.reduce_sum(w)
+        batch_mean = tf.math.divide_no_nan(tf.reduce_sum(x * w[:, None], axis=0), batch_count)
+        # The shift is the mean of the first batch with any weight; until then the sums are all zero.
+        self.shift.assign(tf.where(self.count > 0.0, self.shift, batch_mean))
+        shifted = tf.reshape(x - self.shift, (examples, -1, self.dim))
+        weights = tf.reshape(w, (examples, -1))
+        partner = tf.gather(shifted, paired_feature(self.dim), axis=-1)
+        weighted = shifted * weights[..., None]
+        sums = tf.reduce_sum(weighted, axis=1)
+        example_weights = tf.reduce_sum(weights, axis=1)
+        moments = tf.stack(
+            [
+                tf.reduce_sum(weighted * partner, axis=1),
+                sums,
+                tf.gather(sums, paired_feature(self.dim), axis=-1),
+                tf.broadcast_to(example_weights[:, None], tf.shape(sums)),
+            ],
+            axis=-1,
+        )
+        self.moment_products.assign_add(tf.einsum("edi,edj->dij", moments, moments))
+        self.examples.assign_add(tf.reduce_sum(tf.cast(example_weights > 0.0, tf.float64)))
+
+    def effective_sample_size(self):
+        """`EffectiveSampleSize` (n_effective, n_samples, n_examples, design_effect) of what was seen."""
+        n = float(self.count.numpy())
+        covariance = self.m2.numpy() / n if n > 0 else np.zeros((self.dim, self.dim))
+        return effective_sample_size_from_sums(
+            n, self.mean.numpy() - self.shift.numpy(), covariance, self.moment_products.numpy(),
+            float(self.examples.numpy()),
+        )
 
     def numpy(self):
         """`(n, mean, covariance, nonfinite)` as NumPy values; covariance = M2 / n."""
@@ -212,7 +288,9 @@ class _LayerHook:
                 f"layer '{self.path}' produced NaN/Inf activations in {nonfinite} of "
                 f"{n + nonfinite} calibration samples; check the model and the input scaling"
             )
-        return LayerStatistics(self.path, self.kind, n, mean, covariance)
+        ess = self.accumulator.effective_sample_size()
+        return LayerStatistics(self.path, self.kind, n, mean, covariance, n_effective=ess.n_effective,
+                               n_examples=ess.n_examples, design_effect=ess.design_effect)
 
 
 def _output_width(layer):

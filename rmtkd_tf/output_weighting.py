@@ -44,7 +44,7 @@ post-BN directions with orthonormal `V`, so the covariance of `z` is
 `Vᵀ D Σ D V` (the kept post-BN variances) and an error `e` in `z` reaches the
 BN output as `e·up·D = e Vᵀ`, of the same norm. The bottleneck analysis is then
 the post-BN one, in the same units as the first (so a noise level carried over
-from it, `decide_ranks(prior_noise=...)`, still applies). This holds for the
+from it, `decide_ranks(noise_priors=...)`, still applies). This holds for the
 weights the cut produced; fine-tuning moves `up` and the BN statistics away
 from it, exactly as it moves `up` away from orthonormal in the unweighted
 case. Weighting the bottleneck by the current `up·D` instead would be the

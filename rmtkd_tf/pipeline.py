@@ -179,6 +179,7 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
     from rmtkd_tf.report import format_layer_table
     from rmtkd_tf.selection import decide_ranks
     from rmtkd_tf.spectral import estimate_noise_variance, get_rank_rule, plot_spectrum
+    from rmtkd_tf.spectral.noise import NoiseFit
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -191,11 +192,15 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
     for decision in decisions:
         entry = decision.to_dict(with_eigenvalues=True)
         if decision.eigenvalues is not None and decision.eigenvalues.max() > 0:
-            fit = estimate_noise_variance(np.clip(decision.eigenvalues, 0, None), max(decision.n_samples, 1), tau=rule_params.get("tau", 0.5))
+            # The fit that decided the rank (the MP rule's, at the effective sample size); other rules have
+            # none, and the plot then shows the MP fit at that sample size for reference.
+            fit = (NoiseFit.from_dict(decision.noise) if decision.noise is not None else
+                   estimate_noise_variance(np.clip(decision.eigenvalues, 0, None), max(decision.n_effective or decision.n_samples, 1)))
             entry["noise"] = fit.to_dict()
             if plots:
                 png = output_dir / f"spectrum_{decision.path.replace('/', '__')}.png"
-                plot_spectrum(decision.eigenvalues, fit, decision.rule_rank, f"{decision.path} (d={decision.dim}, n={decision.n_samples})", png)
+                plot_spectrum(decision.eigenvalues, fit, decision.rule_rank,
+                              f"{decision.path} (d={decision.dim}, n={decision.n_samples}, n_eff={decision.n_effective})", png)
                 entry["plot"] = png.name
         entries.append(entry)
     write_json(output_dir / "spectra.json", {"model": str(task.model_path), "data": task.description, "rank_rule": rule.to_dict(), "layers": entries})

@@ -37,6 +37,7 @@ class LayerDecision:
     units: int  # output width of the layer
     fan_in: int
     n_samples: int
+    n_effective: int | None  # the independent samples the rank rule was told (correlated positions/tokens)
     rule_rank: int | None  # what the rank rule said
     rank: int | None  # the rank applied (None: layer left as it is)
     params_before: int
@@ -68,7 +69,7 @@ def layer_geometry(layer):
     return fan_in, units, int(layer.count_params())
 
 
-def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, prior_noise=None, fold_batchnorm=True):
+def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, noise_priors=None, fold_batchnorm=True):
     """Rank decisions and factors for the layers with statistics.
 
     Args:
@@ -79,9 +80,9 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, prior
         min_rank_ratio: never go below `ceil(min_rank_ratio * d)` with d the
             layer's output width.
         min_rank: never go below this rank.
-        prior_noise: dict path -> noise fit (`LayerDecision.noise`) of an earlier
-            analysis of the same layer; the rank rule reuses it instead of
-            fitting the noise again on the directions already kept.
+        noise_priors: optional dict path -> `NoiseFit` (or its dict) of an
+            earlier analysis of the layer, passed to `rule.select(noise=...)`
+            so that re-analysing a factorized layer keeps its noise level.
         fold_batchnorm: weigh a layer followed by a BatchNormalization by the
             BN's channel scale (see the module docstring); False analyses
             every layer on its plain pre-activation covariance.
@@ -101,6 +102,7 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, prior
             units=units,
             fan_in=fan_in,
             n_samples=stats.n_samples,
+            n_effective=stats.n_effective,
             rule_rank=None,
             rank=None,
             params_before=params,
@@ -118,9 +120,8 @@ def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, prior
         decision.eigenvalues = eigenvalues
         layer_rule = copy.deepcopy(rule)
         try:
-            prior = (prior_noise or {}).get(path)
-            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_samples, 1),
-                                              **({} if prior is None else {"noise": prior})))
+            rule_rank = int(layer_rule.select(np.clip(eigenvalues, 0.0, None), max(stats.n_effective, 1),
+                                              noise=(noise_priors or {}).get(path)))
         except ValueError as exc:  # degenerate spectrum (all zeros, too few samples)
             decision.skipped = f"rank rule failed: {exc}"
             continue

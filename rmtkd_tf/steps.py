@@ -62,11 +62,11 @@ def calibration_inputs(data, config):
     return take_rows(data.x_calibration, np.arange(count))
 
 
-def analyse(model, data, config, rule, paths, prior_noise=None):
+def analyse(model, data, config, rule, paths, noise_priors=None):
     """Collect the covariances of `paths` and decide their ranks.
 
     Returns `(decisions, factors, statistics)` as `rmtkd_tf.selection.decide_ranks` does,
-    plus the raw `LayerStatistics` by path. `prior_noise` (path -> the noise fit of an
+    plus the raw `LayerStatistics` by path. `noise_priors` (path -> the noise fit of an
     earlier analysis of that layer) makes the rank rule reuse that noise level.
     """
     from rmtkd_tf.selection import decide_ranks
@@ -75,7 +75,7 @@ def analyse(model, data, config, rule, paths, prior_noise=None):
     statistics = collect_activations(model, calibration_inputs(data, config), layers=paths,
                                      batch_size=config.batch_size)
     decisions, factors = decide_ranks(layers, statistics, rule, min_rank_ratio=config.min_rank_ratio,
-                                      prior_noise=prior_noise)
+                                      noise_priors=noise_priors)
     return decisions, factors, statistics
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import rmtkd_tf.spectral
-from rmtkd_tf.spectral import marchenko_pastur, noise, plotting, rank_rules
+from rmtkd_tf.spectral import effective_samples, marchenko_pastur, noise, plotting, rank_rules
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,11 @@ def test_importing_spectral_does_not_import_tensorflow_or_matplotlib():
     assert "HEAVY:\n" in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize("module", [rmtkd_tf.spectral, marchenko_pastur, noise, rank_rules, plotting],
-                         ids=lambda module: module.__name__)
+@pytest.mark.parametrize(
+    "module",
+    [rmtkd_tf.spectral, marchenko_pastur, noise, rank_rules, plotting, effective_samples],
+    ids=lambda module: module.__name__,
+)
 def test_docstring_examples_run(module):
     failures, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert attempted > 0

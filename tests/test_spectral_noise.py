@@ -38,7 +38,7 @@ def test_pure_noise_sigma2_within_a_few_percent(q, seed):
     # Measured over 30 seeds: worst error 2.4% (q = 2), 0.3% (q = 0.05).
     assert fit.sigma2 == pytest.approx(TRUE_SIGMA2, rel=0.04)
     assert fit.sigma2_init == pytest.approx(TRUE_SIGMA2, rel=0.05)
-    assert fit.converged and fit.method == "quantile+cdf-fit"
+    assert fit.converged and fit.method == "quantile+bulk-regression" and fit.fallback is None
     assert fit.q == pytest.approx(200 / n)
     assert fit.n_nonzero == min(200, n)
     assert np.count_nonzero(eigenvalues > fit.lambda_plus) <= 2

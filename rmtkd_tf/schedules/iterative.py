@@ -11,7 +11,7 @@ layer can be reduced further, or after `max_steps` steps; `final_epochs` then di
 result from the original teacher.
 
 A factorized layer is analysed again through its bottleneck; the rank rule then reuses the
-noise level it fitted the first time (`prior_noise`), so a layer whose kept directions are all
+noise level it fitted the first time (`noise_priors`), so a layer whose kept directions are all
 signal keeps its rank instead of being cut again on every pass.
 """
 
@@ -123,7 +123,7 @@ def run(model, data, config, folder, state, log, current, reference, rule, eligi
         seed_step(config.seed, step)
         params_now = int(current.count_params())
         decisions, factors, _ = analyse(current, data, config, rule, group,
-                                        prior_noise={p: noise[p] for p in group if p in noise})
+                                        noise_priors={p: noise[p] for p in group if p in noise})
         for decision in decisions:
             if decision.noise is not None and decision.path not in noise:
                 noise[decision.path] = decision.noise

@@ -1,7 +1,11 @@
 """Spectral tools of RMT-KD, in pure NumPy/SciPy (no TensorFlow import).
 
 - `marchenko_pastur`: edges, density, CDF and quantile of the MP law.
-- `noise`: `estimate_noise_variance` fits the MP noise level of a spectrum.
+- `noise`: `estimate_noise_variance` fits the MP noise level of a spectrum
+  (`NoiseFit`, JSON round-trip with `to_dict` / `NoiseFit.from_dict`).
+- `effective_samples`: `effective_sample_size`, the number of independent
+  samples that correlated rows (positions of one image, tokens of one text)
+  are worth: the `n` to give the MP law.
 - `rank_rules`: rules that pick how many leading eigenvectors to keep.
 - `plotting`: `plot_spectrum` writes a spectrum-vs-MP PNG (matplotlib is
   imported only when it is called).
@@ -22,7 +26,8 @@ from .marchenko_pastur import (
     marchenko_pastur_edges,
     marchenko_pastur_quantile,
 )
-from .noise import NoiseFit, estimate_noise_variance, validate_eigenvalues, validate_n_samples
+from .effective_samples import EffectiveSampleSize, effective_sample_size
+from .noise import NoiseFit, estimate_noise_variance, tracy_widom_scale, validate_eigenvalues, validate_n_samples
 from .plotting import plot_spectrum
 from .rank_rules import (
     RANK_RULES,
@@ -41,8 +46,11 @@ __all__ = [
     "marchenko_pastur_density",
     "marchenko_pastur_cdf",
     "marchenko_pastur_quantile",
+    "EffectiveSampleSize",
+    "effective_sample_size",
     "NoiseFit",
     "estimate_noise_variance",
+    "tracy_widom_scale",
     "validate_eigenvalues",
     "validate_n_samples",
     "RankRule",

@@ -1,13 +1,25 @@
 """Rules that pick how many leading eigenvectors of a covariance to keep.
 
 Each rule is a small estimator: explicit constructor parameters, and
-`select(eigenvalues, n_samples) -> k` which stores its fitted state with a
-trailing underscore (`rank_`, `threshold_`, and rule-specific extras such as
-`noise_`) and returns `k` in `0..d`. `to_dict()` gives a JSON-ready report.
-`get_rank_rule(name, **params)` builds a rule from its CLI name.
+`select(eigenvalues, n_samples, noise=None) -> k` which stores its fitted
+state with a trailing underscore (`rank_`, `threshold_`, and rule-specific
+extras such as `noise_`) and returns `k` in `0..d`. `to_dict()` gives a
+JSON-ready report. `get_rank_rule(name, **params)` builds a rule from its CLI
+name.
 
-Eigenvalues are those of a `d × d` sample covariance `Xᵀ X / n` from
-`n_samples` rows, in any order; roundoff negatives are clipped to 0.
+Eigenvalues are those of a `d × d` sample covariance `Xᵀ X / n`, in any order;
+roundoff negatives are clipped to 0. `n_samples` is the number of samples the
+noise behaves as if it came from: for correlated samples (the positions of one
+image, the tokens of one text) pass the effective sample size
+(`LayerStatistics.n_effective`), not the number of rows.
+
+`noise` is a previous `NoiseFit` of the same layer (or its `to_dict()`), as
+in scikit-learn where data-dependent inputs go to the fitting call and
+constructor parameters stay hyperparameters. `MarchenkoPasturRule` then keeps
+that fit's `sigma2` and `q` instead of re-fitting them, so re-analysing the
+subspace a layer kept (the bottleneck of a factorized layer, whose spectrum is
+the kept spikes only) keeps its rank instead of re-fitting a "bulk" to the
+signal. The other rules accept and ignore it, so callers pass it uniformly.
 
 Example:
 >>> import numpy as np
@@ -25,7 +37,8 @@ import numbers
 
 import numpy as np
 
-from .noise import estimate_noise_variance, validate_eigenvalues, validate_n_samples
+from .marchenko_pastur import marchenko_pastur_edges
+from .noise import NoiseFit, estimate_noise_variance, validate_eigenvalues, validate_n_samples
 
 
 class RankRule:
@@ -44,8 +57,8 @@ class RankRule:
         params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
         return f"{type(self).__name__}({params})"
 
-    def select(self, eigenvalues, n_samples):
-        """Return the number `k` of leading eigenvectors to keep (0..d)."""
+    def select(self, eigenvalues, n_samples, noise=None):
+        """Return the number `k` of leading eigenvectors to keep (0..d); `noise` is a prior `NoiseFit`."""
         raise NotImplementedError
 
     def _fitted_dict(self):
@@ -86,14 +99,18 @@ class MarchenkoPasturRule(RankRule):
     """Keep the eigenvalues above the MP noise edge `lambda_plus` (the BBP spikes).
 
     The noise variance is estimated from the spectrum itself with
-    `estimate_noise_variance(eigenvalues, n_samples, tau, fit)`.
+    `estimate_noise_variance(eigenvalues, n_samples, tau, fit)`, unless
+    `select` is given the `noise` of an earlier analysis of the same layer:
+    then its `sigma2` and `q` (hence its `lambda_plus`) are re-used as they
+    are, a fixed point under re-analysis of the kept subspace.
 
     Fitted attributes: `rank_`, `threshold_` (= `lambda_plus`), `noise_`
-    (the `NoiseFit`).
+    (the `NoiseFit` used), `noise_source_` ("fitted" or "prior").
 
     On pure noise the largest eigenvalue exceeds `lambda_plus` now and then
-    (Tracy-Widom fluctuation of order `n**(-2/3)`; measured 5-30% of draws
-    for d = 200), so expect an occasional spurious extra rank near the edge.
+    (Tracy-Widom fluctuation of order `n**(-2/3)`), so expect an occasional
+    spurious extra rank near the edge (the property tests bound it by
+    `max(1, 2% of d)`).
 
     Example:
     >>> import numpy as np
@@ -101,11 +118,15 @@ class MarchenkoPasturRule(RankRule):
     >>> n, d = 2000, 100
     >>> x = rng.normal(size=(n, d))
     >>> x[:, :3] *= np.array([4.0, 3.0, 2.5])   # three strong directions
+    >>> eigenvalues = np.linalg.eigvalsh(x.T @ x / n)
     >>> rule = MarchenkoPasturRule()
-    >>> rule.select(np.linalg.eigvalsh(x.T @ x / n), n)
+    >>> rule.select(eigenvalues, n)
     3
-    >>> round(rule.noise_.sigma2, 1)
-    1.0
+    >>> round(rule.noise_.sigma2, 1), rule.noise_source_
+    (1.0, 'fitted')
+    >>> kept = np.sort(eigenvalues)[::-1][:3]     # re-analysing the kept subspace
+    >>> MarchenkoPasturRule().select(kept, n, noise=rule.noise_.to_dict())
+    3
     """
 
     name = "mp"
@@ -117,16 +138,22 @@ class MarchenkoPasturRule(RankRule):
             raise ValueError(f"fit must be True or False, got {fit!r}")
         self.fit = bool(fit)
 
-    def select(self, eigenvalues, n_samples):
+    def select(self, eigenvalues, n_samples, noise=None):
         n_samples = validate_n_samples(n_samples)
         descending = validate_eigenvalues(eigenvalues)
-        # The raw input keeps its dtype, which sets the numerical-zero tolerance.
-        self.noise_ = estimate_noise_variance(eigenvalues, n_samples, tau=self.tau, fit=self.fit)
-        threshold = self.noise_.lambda_plus
+        if noise is None:
+            # The raw input keeps its dtype, which sets the numerical-zero tolerance.
+            self.noise_ = estimate_noise_variance(eigenvalues, n_samples, tau=self.tau, fit=self.fit)
+            self.noise_source_ = "fitted"
+        else:
+            self.noise_ = NoiseFit.from_dict(noise)
+            self.noise_source_ = "prior"
+        # Recomputed from sigma2 and q, which also checks a prior read from JSON.
+        threshold = marchenko_pastur_edges(self.noise_.sigma2, self.noise_.q)[1]
         return self._store(np.count_nonzero(descending > threshold), threshold, descending, n_samples)
 
     def _fitted_dict(self):
-        return {"noise": self.noise_.to_dict()}
+        return {"noise": self.noise_.to_dict(), "noise_source": self.noise_source_}
 
 
 class EnergyRule(RankRule):
@@ -148,7 +175,7 @@ class EnergyRule(RankRule):
     def __init__(self, fraction=0.95):
         self.fraction = _check_fraction(fraction, "fraction")
 
-    def select(self, eigenvalues, n_samples):
+    def select(self, eigenvalues, n_samples, noise=None):
         n_samples = validate_n_samples(n_samples)
         descending = validate_eigenvalues(eigenvalues)
         cumulative = np.cumsum(descending)
@@ -203,7 +230,7 @@ class GavishDonohoRule(RankRule):
     name = "gavish-donoho"
     param_names = ()
 
-    def select(self, eigenvalues, n_samples):
+    def select(self, eigenvalues, n_samples, noise=None):
         n_samples = validate_n_samples(n_samples)
         descending = validate_eigenvalues(eigenvalues)
         if descending[0] <= 0.0:
@@ -247,7 +274,7 @@ class FixedRankRule(RankRule):
             raise ValueError(f"rank must be a positive integer, got {rank!r}")
         self.rank = int(rank)
 
-    def select(self, eigenvalues, n_samples):
+    def select(self, eigenvalues, n_samples, noise=None):
         n_samples = validate_n_samples(n_samples)
         descending = validate_eigenvalues(eigenvalues)
         rank = min(self.rank, descending.size)
@@ -270,7 +297,7 @@ class FixedRatioRule(RankRule):
     def __init__(self, ratio):
         self.ratio = _check_fraction(ratio, "ratio")
 
-    def select(self, eigenvalues, n_samples):
+    def select(self, eigenvalues, n_samples, noise=None):
         n_samples = validate_n_samples(n_samples)
         descending = validate_eigenvalues(eigenvalues)
         d = descending.size
