@@ -28,7 +28,7 @@ import numpy as np
 
 from rmtkd_tf.errors import DataValidationError
 
-MIN_CALIBRATION_EXAMPLES = 5
+MIN_CALIBRATION_EXAMPLES = 2
 MIN_VALIDATION_EXAMPLES = 5
 
 
