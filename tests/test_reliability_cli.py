@@ -170,7 +170,7 @@ def _npz(tmp_path, name, x, y):
     [
         ("labels_out_of_range", "labels go up to 50 but the model has 3 outputs"),
         ("nan_inputs", "NaN or Inf"),
-        ("three_examples", "at least 5 are needed"),
+        ("three_examples", "at least 2 are needed"),
     ],
 )
 def test_bad_data_is_refused_before_anything_is_written(tiny, tmp_path, case, message):
