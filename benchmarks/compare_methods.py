@@ -39,15 +39,14 @@ Every method starts from the same teacher, sees the same calibration / validatio
 split (`rmtkd_tf.pipeline.load_task`, one seed) and is fine-tuned by distillation from the teacher
 with the same loss (alpha, temperature), batch size and number of epochs:
 
-- `rmtkd-mp`: RMT-KD, Marchenko–Pastur rule, the paper's iterative loop (`compress(schedule="iterative")`);
-  its fine-tuning epochs (one per step that ran surgery, plus the final ones) are the budget `E` of the
-  one-shot methods;
-- `rmtkd-budgeted`: the budgeted schedule (`compress(schedule="budgeted")`, the default): one analysis,
-  the deepest cut within `--search-tolerance` before training, `E` distillation epochs from the original
-  teacher, backed off if it misses `--max-drop` (a back-off spends another `E`; the JSON says);
-- `rmtkd-budgeted-same-size`: the budgeted schedule cut to `rmtkd-mp`'s parameter count, `E` epochs: the
-  two schedules at equal size and equal budget;
-- `rmtkd-energy`, `rmtkd-gavish-donoho`: the same loop with the energy (0.9) and Gavish–Donoho rules;
+- `rmtkd-mp`: RMT-KD with the Marchenko–Pastur rule on `--schedule` (default `budgeted`, the package
+  default: one analysis, one cut at `--target-params` / `--target-flops` or the deepest within
+  `--search-tolerance`, `--epochs` distillation epochs from the original teacher; `iterative`: the paper's
+  loop). The epochs it spent are the budget `E` of every other method, and its size their target;
+- `rmtkd-iterative` (with `--schedule budgeted`): the paper's layer-by-layer loop, `--epochs-per-step`,
+  `--max-steps`, `--final-epochs`, and `--target-params` as its stopping rule: the two schedules side by side;
+- `rmtkd-energy`, `rmtkd-gavish-donoho`: `rmtkd-mp`'s schedule and target with the energy (0.9) and
+  Gavish–Donoho rules in place of MP (with a target, at equal parameters);
 - `svd-rmtkd-ranks`: data-free truncated SVD of each weight matrix at the ranks RMT-KD chose, `E` epochs;
 - `svd-uniform-rank`: data-free SVD with one rank ratio k/d for every layer, at RMT-KD's parameter count;
 - `dense-small-kd`: the teacher's architecture narrowed to RMT-KD's parameter count, trained from
@@ -89,8 +88,7 @@ ORDERS = ("shallow-to-deep", "block-by-block", "all-at-once")
 
 METHODS = (
     "rmtkd-mp",
-    "rmtkd-budgeted",
-    "rmtkd-budgeted-same-size",
+    "rmtkd-iterative",
     "rmtkd-energy",
     "rmtkd-gavish-donoho",
     "svd-rmtkd-ranks",
@@ -131,8 +129,13 @@ def parse_args(argv=None):
     parser.add_argument("--tau", type=float, default=0.5)
     parser.add_argument("--energy-fraction", type=float, default=0.9)
     parser.add_argument("--max-drop", type=float, default=1.0)
+    parser.add_argument("--schedule", default="budgeted", choices=("budgeted", "iterative"),
+                        help="rmtkd-mp's schedule (and its rule variants')")
+    parser.add_argument("--target-params", type=float, default=None, help="budgeted: cut to this fraction of the params")
+    parser.add_argument("--target-flops", type=float, default=None, help="budgeted: cut to this fraction of the FLOPs")
+    parser.add_argument("--epochs", type=int, default=3, help="budgeted: distillation epochs of the final student")
     parser.add_argument("--search-tolerance", type=float, default=5.0,
-                        help="rmtkd-budgeted: deepest cut within this many validation points before training")
+                        help="budgeted without a target: deepest cut within this many validation points before training")
     parser.add_argument("--validation", default="auto",
                         help="validation split: auto, train, test-split or a data spec (rmtkd_tf.pipeline.load_task)")
     parser.add_argument("--epochs-per-step", type=int, default=1)
@@ -142,7 +145,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--scratch-learning-rate", type=float, default=1e-3)
     parser.add_argument("--distillation-learning-rate", type=float, default=1e-3,
-                        help="rmtkd-budgeted: peak learning rate of its distillation (cosine decay to 0)")
+                        help="budgeted and the one-shot baselines: peak learning rate (cosine decay to 0)")
     parser.add_argument("--runs", type=int, default=200, help="timed invocations per model and precision")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/compare_<name>.json)")
@@ -341,7 +344,10 @@ def run(args):
             "calibration": n_rows(data.x_calibration), "validation": int(len(data.y_validation)),
             "fine_tuning": int(len(data.y_train)), "test": int(len(data.y_test)),
         },
-        "settings": {**base, "tau": args.tau, "energy_fraction": args.energy_fraction,
+        "settings": {**base, "schedule": args.schedule, "epochs": args.epochs, "target_params": args.target_params,
+                     "target_flops": args.target_flops, "search_tolerance": args.search_tolerance,
+                     "distillation_learning_rate": args.distillation_learning_rate, "validation": args.validation,
+                     "tau": args.tau, "energy_fraction": args.energy_fraction,
                      "alpha": finetune["alpha"], "temperature": finetune["temperature"],
                      "scratch_learning_rate": args.scratch_learning_rate, "latency_runs": args.runs,
                      "seq_len": args.seq_len, "test_limit": args.test_limit, "match_params": match,
@@ -350,7 +356,8 @@ def run(args):
                      "latency": "LiteRT interpreter, XNNPACK, 1 thread, batch 1, interleaved ABBA blocks with the teacher"},
         "notes": [
             "Every method: same teacher, same calibration/validation/fine-tuning split, same distillation loss, "
-            "batch size and fine-tuning epochs (budget E = the epochs RMT-KD (MP) spent).",
+            "batch size and fine-tuning epochs (budget E = the epochs RMT-KD (MP) spent); the one-shot methods use "
+            "rmtkd-mp's learning rate schedule.",
             "magnitude-pruning: params counts the nonzero weights; the .tflite stores the zeros densely, so it is "
             "NOT smaller or faster without sparse kernels (stock TFLite/XNNPACK run it as the dense teacher); "
             "its gzip size shows what sparse storage could save. TF Model Optimization 0.8.x needs tf-keras (Keras 2), "
@@ -402,17 +409,33 @@ def run(args):
             f"fp32 speed-up {entry['latency']['fp32']['speedup_vs_teacher']:.2f}x, wall {wall_s:.0f}s")
         return entry
 
-    def run_loop(method, rule, rule_params, description):
-        config = CompressionConfig(schedule="iterative", rank_rule=rule, rule_params=rule_params, **base)
-        log(f"{method}: compress() with rule {rule} {rule_params}")
+    def run_rmtkd(method, rule, rule_params, description, schedule):
+        if schedule == "budgeted":
+            config = CompressionConfig(
+                schedule="budgeted", rank_rule=rule, rule_params=rule_params, distillation_epochs=args.epochs,
+                distillation_learning_rate=args.distillation_learning_rate, search_tolerance=args.search_tolerance,
+                target_params=args.target_params, target_flops=args.target_flops, batch_size=args.batch_size,
+                max_drop=args.max_drop, seed=args.seed)
+        else:
+            config = CompressionConfig(schedule="iterative", rank_rule=rule, rule_params=rule_params,
+                                       target_params=args.target_params, **base)
+        log(f"{method}: compress(schedule={schedule!r}) with rule {rule} {rule_params}")
         t0 = time.time()
-        student, _ = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
+        student, report = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
         wall = time.time() - t0
         state = json.loads((run_dir / method / "loop" / "state.json").read_text())
-        epochs = finetune_epochs_spent(state, config)
-        entry = record(method, student, wall, epochs, description, ranks=factorized_ranks(student),
-                       stopped=state["stopped"], steps=len(state["steps"]),
-                       accepted_steps=sum(1 for s in state["steps"] if s.get("accepted")))
+        extra = dict(schedule=schedule, ranks=factorized_ranks(student), stopped=state["stopped"])
+        if schedule == "budgeted":
+            attempts = state.get("attempts", [])
+            epochs = args.epochs * max(len(attempts), 1)
+            extra.update(cut_chosen_by=state.get("cut_chosen_by"), mp_cut_params=state["ladder"]["mp_cut"]["params"],
+                         attempts=[{k: a.get(k) for k in ("params", "val_accuracy_after_surgery",
+                                                          "val_accuracy_after_distillation", "accepted")}
+                                   for a in attempts])
+        else:
+            epochs = finetune_epochs_spent(state, config)
+            extra.update(steps=len(state["steps"]), accepted_steps=sum(1 for s in state["steps"] if s.get("accepted")))
+        entry = record(method, student, wall, epochs, description, **extra)
         return student, entry
 
     def keep_better(student, before_weights, acc_before):
@@ -423,9 +446,11 @@ def run(args):
             return False
         return True
 
-    rmtkd_student, rmtkd = run_loop("rmtkd-mp", "mp", {"tau": args.tau},
-                                    "RMT-KD: MP-edge ranks on activation covariances, "
-                                    f"{args.order}, self-distillation")
+    schedule_text = ("budgeted: one analysis, one cut, distilled from the original teacher" if args.schedule == "budgeted"
+                     else f"iterative ({args.order}), self-distillation per step")
+    rmtkd_student, rmtkd = run_rmtkd("rmtkd-mp", "mp", {"tau": args.tau},
+                                     f"RMT-KD: MP-edge signal ranks on activation covariances, {schedule_text}",
+                                     args.schedule)
     target_params = rmtkd["params"]
     target_encoder_params = rmtkd["encoder_params"]
     budget = rmtkd["finetune_epochs"]
@@ -443,33 +468,26 @@ def run(args):
     log(f"budget: {budget} fine-tuning epochs, target {target_params:,} params{encoder_note}, "
         f"RMT-KD ranks {rmtkd_ranks}")
 
-    def run_budgeted(method, description, **overrides):
-        config = CompressionConfig(schedule="budgeted", rank_rule="mp", rule_params={"tau": args.tau},
-                                   distillation_epochs=budget, search_tolerance=args.search_tolerance,
-                                   distillation_learning_rate=args.distillation_learning_rate,
-                                   batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                   max_drop=args.max_drop, seed=args.seed, **overrides)
-        log(f"{method}: compress(schedule='budgeted') {overrides}")
-        t0 = time.time()
-        student, report = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
-        attempts = report.get("attempts", [])
-        record(method, student, time.time() - t0, budget * max(len(attempts), 1), description,
-               ranks=factorized_ranks(student), stopped=report["stopped"], cut_chosen_by=report.get("cut_chosen_by"),
-               attempts=[{k: a.get(k) for k in ("params", "val_accuracy_after_surgery",
-                                                  "val_accuracy_after_distillation", "accepted")} for a in attempts])
-
-    if "rmtkd-budgeted" in wanted:
-        run_budgeted("rmtkd-budgeted", "RMT-KD, budgeted schedule: one analysis, deepest cut within the search "
-                     "tolerance before training, the whole budget distilled from the original teacher")
-    if "rmtkd-budgeted-same-size" in wanted and rmtkd_ranks:
-        run_budgeted("rmtkd-budgeted-same-size", "RMT-KD, budgeted schedule cut to the iterative loop's "
-                     "parameter count, same budget", target_params=target_params / result["teacher"]["params"])
+    if "rmtkd-iterative" in wanted and args.schedule == "budgeted":
+        run_rmtkd("rmtkd-iterative", "mp", {"tau": args.tau},
+                  f"RMT-KD, the paper's iterative loop ({args.order}), MP rule, self-distillation per step", "iterative")
 
     if "rmtkd-energy" in wanted:
-        run_loop("rmtkd-energy", "energy", {"fraction": args.energy_fraction},
-                 f"same loop, energy rule (keep {args.energy_fraction:g} of the variance)")
+        run_rmtkd("rmtkd-energy", "energy", {"fraction": args.energy_fraction},
+                  f"same schedule, energy rule (keep {args.energy_fraction:g} of the variance)", args.schedule)
     if "rmtkd-gavish-donoho" in wanted:
-        run_loop("rmtkd-gavish-donoho", "gavish-donoho", {}, "same loop, Gavish-Donoho optimal hard threshold")
+        run_rmtkd("rmtkd-gavish-donoho", "gavish-donoho", {}, "same schedule, Gavish-Donoho optimal hard threshold",
+                  args.schedule)
+
+    def one_shot_rate():
+        # The one-shot methods are tuned like rmtkd-mp's final student: with the budgeted schedule, its peak
+        # learning rate on a cosine decay over the budget; with the iterative one, the loop's rate.
+        if args.schedule != "budgeted" or budget == 0:
+            return args.learning_rate
+        from rmtkd_tf.schedules.budgeted import ShiftedCosineDecay
+
+        steps = -(-int(len(data.y_train)) // args.batch_size)
+        return ShiftedCosineDecay(args.distillation_learning_rate, budget * steps)
 
     def one_shot_factorized(method, ranks, description, **extra):
         log(f"{method}: ranks {ranks}")
@@ -477,7 +495,7 @@ def run(args):
         student = factorize_model(teacher, svd_factors(teacher, ranks))
         acc_surgery = accuracy(student, data.x_validation, data.y_validation)
         weights = student.get_weights()
-        fine_tune(student, teacher, data, budget, learning_rate=args.learning_rate, **finetune)
+        fine_tune(student, teacher, data, budget, learning_rate=one_shot_rate(), **finetune)
         kept = keep_better(student, weights, acc_surgery)
         record(method, student, time.time() - t0, budget, description, ranks=ranks,
                val_accuracy_after_surgery=acc_surgery, kept_fine_tuning=kept, **extra)

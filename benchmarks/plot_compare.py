@@ -30,8 +30,9 @@ def markers(name):
 # One look per method family, so the plot reads the same whatever subset was run.
 STYLE = {
     "rmtkd-mp": ("RMT-KD (MP)", "#d62728", "o"),
-    "rmtkd-energy": ("RMT-KD loop, energy rule", "#ff7f0e", "o"),
-    "rmtkd-gavish-donoho": ("RMT-KD loop, Gavish-Donoho", "#bcbd22", "o"),
+    "rmtkd-iterative": ("RMT-KD, paper's iterative loop", "#8c564b", "o"),
+    "rmtkd-energy": ("RMT-KD, energy rule", "#ff7f0e", "o"),
+    "rmtkd-gavish-donoho": ("RMT-KD, Gavish-Donoho", "#bcbd22", "o"),
     "svd-rmtkd-ranks": ("data-free SVD, RMT-KD ranks", "#1f77b4", "s"),
     "svd-uniform-rank": ("data-free SVD, uniform rank", "#17becf", "s"),
     "dense-small-kd": ("narrow dense student, KD from scratch", "#2ca02c", "^"),
