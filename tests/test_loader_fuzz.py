@@ -179,20 +179,37 @@ def test_fuzz_image_folder(valid_files, tmp_path_factory, data):
 
 @FUZZ
 @given(data=st.data())
-def test_fuzz_tsv(valid_files, tmp_path_factory, data):
+def test_fuzz_tsv_and_csv(valid_files, tmp_path_factory, data):
     blob = valid_files["tsv"]
     folder = tmp_path_factory.mktemp("tsv")
     (folder / "train.tsv").write_bytes(_mutate(blob, data.draw(mutations(len(blob)))))
     _load_or_one_line(folder)
     _load_or_one_line(folder / "train.tsv")
+    csv = tmp_path_factory.mktemp("csv") / "train.csv"
+    csv.write_bytes(_mutate(blob.replace(b"\t", b","), data.draw(mutations(len(blob)))))
+    _load_or_one_line(csv)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(data=st.data())
 def test_fuzz_keras(valid_files, tmp_path_factory, data):
+    """Mutations of the archive's bytes (mostly caught by the zip CRC) and of one member's content
+    (config.json, metadata.json or the weights' HDF5), re-zipped so that Keras parses the damage."""
+    import io
+    import zipfile
+
     blob = valid_files["keras"]
     path = tmp_path_factory.mktemp("keras") / "m.keras"
-    path.write_bytes(_mutate(blob, data.draw(mutations(len(blob)))))
+    if data.draw(st.booleans()):
+        path.write_bytes(_mutate(blob, data.draw(mutations(len(blob)))))
+    else:
+        with zipfile.ZipFile(io.BytesIO(blob)) as source:
+            members = {name: source.read(name) for name in source.namelist()}
+        name = data.draw(st.sampled_from(sorted(members)))
+        members[name] = _mutate(members[name], data.draw(mutations(len(members[name]))))
+        with zipfile.ZipFile(path, "w") as target:
+            for member, content in members.items():
+                target.writestr(member, content)
     try:
         load_model(path)
     except RMTKDError as error:
