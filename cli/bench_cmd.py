@@ -16,30 +16,50 @@ then rename), so a crash never leaves a half-written report.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 
 import click
+import numpy as np
 
 
 def write_json_atomic(path: str, data) -> None:
-    """Write JSON to `path` via a temp file in the same directory + os.replace."""
+    """Write JSON to `path` via a temp file in the same directory + os.replace (NaN written as null)."""
+    from rmtkd_tf.io import write_json
+
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise click.ClickException(f"output directory does not exist: {directory}")
-    handle = tempfile.NamedTemporaryFile("w", dir=directory, prefix=".bench_", suffix=".json.tmp", delete=False)
+    write_json(path, data)
+
+
+def tflite_inputs(path: str) -> list[tuple[tuple[int, ...], str]]:
+    """`(shape signature, dtype)` of each input of a `.tflite`; a file LiteRT cannot read gives one line."""
+    from ai_edge_litert.interpreter import Interpreter
+
     try:
-        with handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
-        raise
+        details = Interpreter(model_path=path).get_input_details()
+    except Exception as error:  # LiteRT raises ValueError (and RuntimeError) for a malformed flatbuffer
+        raise click.ClickException(f"LiteRT cannot load {path}: {_first_line(error)}") from None
+    return [(tuple(int(d) for d in detail.get("shape_signature", detail["shape"])), str(np.dtype(detail["dtype"])))
+            for detail in details]
+
+
+def check_comparable(model: str, other: str) -> None:
+    """Refuse `--vs` between models whose inputs differ: their latency ratio would compare different work."""
+    a, b = tflite_inputs(model), tflite_inputs(other)
+    if a != b:
+        def show(inputs):
+            return ", ".join(f"{list(shape)} {dtype}" for shape, dtype in inputs)
+
+        raise click.ClickException(
+            f"cannot compare: {os.path.basename(model)} takes {show(a)} but {os.path.basename(other)} takes "
+            f"{show(b)}; the ratios would compare different work (compare a student with its own teacher)"
+        )
+
+
+def _first_line(error) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _fmt(value, scale=1.0) -> str:
@@ -90,12 +110,24 @@ def _fail(error: BaseException) -> click.ClickException:
 @click.option("--block-runs", type=click.IntRange(min=1), default=10, show_default=True, help="Runs per interleaved block with --vs on the host.")
 @click.option("--energy/--no-energy", default=True, show_default=True, help="Sample the battery during adb runs.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
+@click.option("--overwrite", is_flag=True, help="Let -o replace an existing file that is not a JSON report.")
 def bench(model, other, threads, runs, warmup, device, serial, binary, binary_on_device, ssh_host, ssh_port,
-          use_xnnpack, use_gpu, cpu_mask, block_runs, energy, output):
+          use_xnnpack, use_gpu, cpu_mask, block_runs, energy, output, overwrite):
     """Benchmark MODEL.tflite (latency, size, CPU time, memory, energy where measurable)."""
+    from rmtkd_tf.errors import RMTKDError
+    from rmtkd_tf.run_folder import check_output_file, looks_like_json
+
     for path in (model, other):
         if path is not None and not os.path.isfile(path):
             raise click.ClickException(f"no such model file: {path}")
+    if output:
+        try:
+            check_output_file(output, {"model": model, "--vs model": other, "binary": binary}, overwrite=overwrite, replaceable=looks_like_json,
+                              kind="JSON report")
+        except RMTKDError as error:
+            raise click.ClickException(str(error)) from None
+    if other is not None:
+        check_comparable(model, other)
     if use_gpu and device != "adb":
         raise click.ClickException("--use-gpu needs --device adb (the host and ssh runners are CPU-only)")
     if device != "adb" and (serial or binary or binary_on_device):

@@ -10,7 +10,6 @@ samples from the test split of `rmtkd_tf.data.load_data(SPEC)`.
 
 from __future__ import annotations
 
-import json
 import os
 
 import click
@@ -37,6 +36,11 @@ def _load_model(model_path, unsafe):
         return keras.models.load_model(model_path, safe_mode=not unsafe, compile=False)
     except Exception as error:  # Keras raises ValueError, OSError, zipfile errors, ...
         message = _first_line(error)
+        from rmtkd_tf.io import missing_class_hint
+
+        hint = missing_class_hint(str(error))
+        if hint:
+            raise click.ClickException(f"cannot load {model_path}: {hint}") from None
         if "safe_mode" in message and not unsafe:
             raise click.ClickException(
                 f"cannot load {model_path} in safe mode (it contains code, e.g. a Lambda layer); "
@@ -122,17 +126,28 @@ def _format_size(n_bytes):
     "--unsafe", is_flag=True,
     help="Load the model with safe_mode=False (runs code stored in it, e.g. Lambda layers).",
 )
+@click.option("--overwrite", is_flag=True, help="Let -o / --report-json replace files that are not a .tflite / JSON report.")
 def export(
     model_path, output_path, precision, data_spec, representative_samples, verify_samples,
-    seed, report_json, unsafe,
+    seed, report_json, unsafe, overwrite,
 ):
     """Convert MODEL.keras to a .tflite that uses TFLite builtin ops only, and verify it."""
+    from rmtkd_tf.errors import RMTKDError
+    from rmtkd_tf.run_folder import check_output_file, looks_like_json, looks_like_tflite, refuse_overlap
+
     if not os.path.isfile(model_path):
         raise click.ClickException(f"no such model file: {model_path}")
-    if os.path.abspath(output_path) == os.path.abspath(model_path) or (
-        os.path.exists(output_path) and os.path.samefile(output_path, model_path)
-    ):
-        raise click.ClickException("the output path is the input model; choose another -o")
+    inputs = {"model": model_path, "data": data_spec}
+    try:
+        check_output_file(output_path, inputs, overwrite=overwrite, replaceable=looks_like_tflite, kind=".tflite model")
+        if report_json is not None:
+            check_output_file(report_json, inputs, overwrite=overwrite, replaceable=looks_like_json,
+                              kind="JSON report", option="--report-json")
+            refuse_overlap(report_json, [output_path] if os.path.exists(output_path) else [], output_is_folder=False)
+            if os.path.abspath(report_json) == os.path.abspath(output_path):
+                raise RMTKDError("--report-json and -o name the same file; give two paths")
+    except RMTKDError as error:
+        raise click.ClickException(str(error)) from None
     if precision == "int8" and data_spec is None:
         raise click.ClickException("--precision int8 needs --data SPEC to calibrate activations")
     model = _load_model(model_path, unsafe)
@@ -194,8 +209,9 @@ def export(
             )
         click.echo(line)
     if report_json is not None:
-        with open(report_json, "w") as file:
-            json.dump(report.to_dict(), file, indent=2)
+        from rmtkd_tf.io import write_json
+
+        write_json(report_json, report.to_dict())
 
 
 # Alias: `cli/main.py` may register either name; both are the same click command.

@@ -2,14 +2,16 @@
 
 Commands: `analyze` (spectra and ranks), `compress` (the RMT-KD loop, then
 TFLite export), `export` (`.keras` → `.tflite`) and `bench` (host, adb, ssh).
-Errors caused by the user's input end with a one-line message and exit code 1
-(click's own usage errors exit 2), never a traceback.
+Every error ends with a one-line message, never a traceback: exit code 1 for
+errors (bad input, a refused output path, a locked or mismatched run folder,
+diverged training, an unexpected failure), 2 for click's usage errors, 130
+when interrupted (Ctrl-C). Set RMTKD_TF_TRACEBACK=1 to see the traceback of
+an unexpected error.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -42,7 +44,51 @@ def _fail(exc):
     raise click.ClickException(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line_for(error):
+    """The message an exception that reached the top of a command is reported with."""
+    from rmtkd_tf.errors import RMTKDError
+
+    text = str(error).strip()
+    first = text.splitlines()[0][:500] if text else ""
+    if isinstance(error, RMTKDError):
+        return first or type(error).__name__
+    if isinstance(error, PermissionError):
+        return f"permission denied: {error.filename or first}"
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror or first or type(error).__name__}{where}"
+    if isinstance(error, MemoryError):
+        return "out of memory; try a smaller --limit or --batch-size"
+    return (f"unexpected {type(error).__name__}: {first}" if first else f"unexpected {type(error).__name__}") + (
+        " (set RMTKD_TF_TRACEBACK=1 for the traceback)")
+
+
+class _OneLineGroup(click.Group):
+    """Turns whatever escapes a command into one line and a documented exit code.
+
+    click's standalone mode would turn Ctrl-C into "Aborted!" with exit code 1, and let any other
+    exception print a traceback; both are handled here, where they arrive, for the console script
+    and for click's test runner alike.
+    """
+
+    def invoke(self, ctx):
+        from rmtkd_tf.errors import EXIT_INTERRUPTED
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt as interrupt:
+            message = getattr(interrupt, "message", None) or "interrupted; rerun with --resume to continue"
+            click.echo(f"\n{message}", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except Exception as error:
+            if os.environ.get("RMTKD_TF_TRACEBACK"):
+                raise
+            raise click.ClickException(_one_line_for(error)) from None
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rmtkd-tf")
 def cli():
     """RMT-KD: shrink a trained Keras model with random-matrix theory and self-distillation."""
@@ -99,6 +145,8 @@ _common = [
     click.option("--tokenizer", type=click.Path(exists=True), default=None, help="Text models: vocab.txt or HF folder (default: <model>.vocab.txt)."),
     click.option("--seq-len", type=int, default=None, help="Text models: tokens per example (default: the model's input length)."),
     click.option("-q", "--quiet", is_flag=True),
+    click.option("--overwrite", is_flag=True,
+                 help="Write into a non-empty -o folder that holds no rmtkd-tf run (or start over an earlier run)."),
 ]
 
 
@@ -129,21 +177,25 @@ def _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio):
 @common_options
 @click.option("--no-plots", is_flag=True, help="Skip the per-layer PNGs.")
 def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
-            energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, no_plots):
+            energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, no_plots):
     """Per-layer activation spectra, fitted MP noise and chosen ranks (JSON + PNGs)."""
+    from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import analyze_model
+    from rmtkd_tf.run_folder import check_output_folder, removing_created_on_failure
 
     log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
-    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
-                    tokenizer=tokenizer, seq_len=seq_len)
-    try:
-        result = analyze_model(
-            task, rank_rule, _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
-            Path(output_dir), plots=not no_plots, log=log,
-        )
-    except ValueError as exc:
-        _fail(exc)
+    check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer}, overwrite=overwrite)
+    with unsafe_loading(unsafe), removing_created_on_failure(output_dir):
+        task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
+                        tokenizer=tokenizer, seq_len=seq_len)
+        try:
+            result = analyze_model(
+                task, rank_rule, _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
+                Path(output_dir), plots=not no_plots, log=log,
+            )
+        except ValueError as exc:
+            _fail(exc)
     click.echo(result["table"])
 
 
@@ -192,8 +244,9 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
-             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, schedule, target_params, target_flops,
-             max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation, confidence, min_rank_ratio,
+             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, schedule, target_params,
+             target_flops, max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation,
+             confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
              feature_weight, calibration_samples, resume, do_export, precision):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
@@ -201,15 +254,24 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     Without MODEL, runs the embedded default: a small CIFAR-10 CNN and a sample of real CIFAR-10 images
     packaged with rmtkd-tf.
     """
+    import dataclasses
+
     from rmtkd_tf.compress import CompressionConfig
     from rmtkd_tf.errors import RMTKDError
+    from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import compress_task
+    from rmtkd_tf.run_folder import check_output_folder, run_fingerprint
 
     log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
     output_dir = Path(output_dir)
-    if (output_dir / "student.keras").resolve() == model_path.resolve():
-        raise click.UsageError("the output would overwrite the input model; choose another --output")
+    # Nothing is loaded or written before the output folder is known to be safe to write.
+    validation_spec = None if validation in ("auto", "train", "test-split") else validation
+    check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer,
+                                     "validation data": validation_spec}, overwrite=overwrite, resume=resume)
+    if not model_path.is_file():
+        _fail(RMTKDError(f"model file not found: {model_path}" if not model_path.exists()
+                         else f"{model_path} is a folder; pass a .keras file (SavedModel folders are not supported)"))
     try:
         config = CompressionConfig(
             schedule=schedule,
@@ -240,12 +302,18 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
         )
     except RMTKDError as exc:
         _fail(exc)
-    task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
-                    tokenizer=tokenizer, seq_len=seq_len, validation=validation)
-    try:
-        report = compress_task(task, config, output_dir, resume=resume, export_precision=precision if do_export else None, log=log)
-    except (RMTKDError, ValueError) as exc:
-        _fail(exc)
+    data_settings = {"limit": limit, "seed": seed, "calibration_fraction": calibration_fraction,
+                     "validation_fraction": validation_fraction, "validation": validation, "seq_len": seq_len,
+                     "tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve())}
+    with unsafe_loading(unsafe):
+        task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
+                        tokenizer=tokenizer, seq_len=seq_len, validation=validation)
+        fingerprint = run_fingerprint(model_path, data_spec, {**data_settings, **dataclasses.asdict(config)})
+        try:
+            report = compress_task(task, config, output_dir, resume=resume, export_precision=precision if do_export else None,
+                                   log=log, fingerprint=fingerprint, overwrite=overwrite)
+        except (RMTKDError, ValueError) as exc:
+            _fail(exc)
     from rmtkd_tf.report import format_summary
 
     click.echo(format_summary(report))
@@ -263,11 +331,8 @@ _register_optional_commands()
 
 
 def main(argv=None):
-    try:
-        cli.main(args=argv, prog_name="rmtkd-tf", standalone_mode=True)
-    except KeyboardInterrupt:
-        click.echo("interrupted; rerun with --resume to continue", err=True)
-        sys.exit(130)
+    """The console script: `_OneLineGroup` maps every error to one line and an exit code."""
+    cli.main(args=argv, prog_name="rmtkd-tf", standalone_mode=True)
 
 
 if __name__ == "__main__":

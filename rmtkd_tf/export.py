@@ -370,6 +370,8 @@ def _signature_input_specs(saved_model_dir):
 
 
 def _write_atomically(destination, content):
+    from rmtkd_tf.io import match_umask
+
     directory = os.path.dirname(destination)
     os.makedirs(directory, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
@@ -380,6 +382,7 @@ def _write_atomically(destination, content):
             file.write(content)
             file.flush()
             os.fsync(file.fileno())
+        match_umask(temporary)  # mkstemp makes 0600; outputs get a normal file's mode
         os.replace(temporary, destination)
     except BaseException:
         if os.path.exists(temporary):

@@ -160,6 +160,10 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
         y_test=splits.y_test,
         validation_origin=choice.origin,
     )
+    from rmtkd_tf.data.validation import validate_task_data
+
+    validate_task_data(model, data, data_spec, calibration_fraction=calibration_fraction, n_train_total=len(splits.y_train),
+                       validation_fraction=None if own_validation else validation_fraction, log=log)
     description = f"{splits.describe()}; {choice.note}"
     log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)} ({choice.origin}), "
         f"fine-tuning {len(data.y_train)}")
@@ -219,8 +223,20 @@ def warn_if_validation_too_small(data, config, log=print):
     return warning
 
 
-def compress_task(task, config, output_dir, resume=False, export_precision="fp32", log=print):
-    """Run the RMT-KD loop, save student.keras (+ .tflite) and report.json in `output_dir`."""
+def compress_task(task, config, output_dir, resume=False, export_precision="fp32", log=print, fingerprint=None,
+                  overwrite=False):
+    """Run the RMT-KD loop, save student.keras (+ .tflite) and report.json in `output_dir`.
+
+    The folder is locked for the run and records `fingerprint` (see `rmtkd_tf.run_folder`); `resume`
+    refuses a folder whose fingerprint differs, `overwrite` starts over a folder that holds a run.
+    """
+    from rmtkd_tf.run_folder import claimed_run_folder
+
+    with claimed_run_folder(output_dir, resume=resume, overwrite=overwrite, fingerprint=fingerprint, log=log):
+        return _compress_task(task, config, output_dir, resume, export_precision, log)
+
+
+def _compress_task(task, config, output_dir, resume, export_precision, log):
     from rmtkd_tf.compress import compress
     from rmtkd_tf.io import save_model, write_json
 
@@ -230,6 +246,9 @@ def compress_task(task, config, output_dir, resume=False, export_precision="fp32
         log(task.validation_warning)
     warn_if_validation_too_small(task.data, config, log)
     student, report = compress(task.model, task.data, config, output_dir, resume=resume, log=log)
+    from rmtkd_tf.finite_guard import ensure_finite_weights
+
+    ensure_finite_weights(student, "the student")
     save_model(student, output_dir / "student.keras")
     report["model"] = str(task.model_path)
     report["data"] = task.description

@@ -36,12 +36,12 @@ def format_summary(report):
     t, s = report["teacher"], report["student"]
     rows = [
         ("", "teacher", "student", "change"),
-        ("params", _fmt_int(t["params"]), _fmt_int(s["params"]), f"-{100 * report['param_reduction']:.1f}%"),
+        ("params", _fmt_int(t["params"]), _fmt_int(s["params"]), f"{-100 * report['param_reduction']:+.1f}%"),
         (
             "FLOPs/sample",
             _fmt_int(t["flops"]),
             _fmt_int(s["flops"]),
-            "-" if report.get("flop_reduction") is None else f"-{100 * report['flop_reduction']:.1f}%",
+            "-" if report.get("flop_reduction") is None else f"{-100 * report['flop_reduction']:+.1f}%",
         ),
         ("val acc %", _fmt_acc(t["val_accuracy"]), _fmt_acc(s["val_accuracy"]), _delta(t["val_accuracy"], s["val_accuracy"])),
         ("test acc %", _fmt_acc(t["test_accuracy"]), _fmt_acc(s["test_accuracy"]), _delta(t["test_accuracy"], s["test_accuracy"])),

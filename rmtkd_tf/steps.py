@@ -25,6 +25,7 @@ import tensorflow as tf
 from rmtkd_tf.acceptance import accept_drop, describe, paired_accuracy_drop
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.errors import RMTKDError
+from rmtkd_tf.finite_guard import ensure_finite_training
 from rmtkd_tf.evaluation import per_example_correct
 from rmtkd_tf.io import write_json
 
@@ -99,7 +100,9 @@ def distil(student, teacher, data, config, epochs, seed, initial_epoch=0, callba
     # caller's own model or the next step's surgery source: restore every flag afterwards.
     trainable_flags = [(layer, layer.trainable) for layer in teacher._flatten_layers(include_self=True)]
     try:
-        return _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, callbacks, learning_rate)
+        logs = _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, callbacks, learning_rate)
+        ensure_finite_training(student, logs, "distillation")  # never accept nor save a NaN student
+        return logs
     finally:
         for layer, flag in trainable_flags:
             layer.trainable = flag

@@ -161,7 +161,12 @@ def load_data(
         path = Path(spec).expanduser()
         if not path.exists():
             raise DataLoadError(f"data path not found: {spec}")
-        data = _load_path(path, spec, limit=limit, image_size=image_size, seed=seed)
+        try:
+            data = _load_path(path, spec, limit=limit, image_size=image_size, seed=seed)
+        except DataLoadError:
+            raise
+        except Exception as error:  # a malformed file can fail anywhere in a parser (numpy, zipfile, csv, ...)
+            raise DataLoadError(f"cannot read {spec}: malformed data ({_one_line(error)})") from None
     if image_size is not None and data.modality == "image":
         for name in ("train", "test", "val"):
             x = getattr(data, f"x_{name}")
@@ -330,8 +335,8 @@ def _load_npz(path: Path, spec: str, *, limit, seed) -> DataSplits:
     except ValueError as error:
         # allow_pickle=False: an object array (e.g. text) would run pickle code; refuse, say why.
         raise DataLoadError(f"cannot read {spec}: {error}") from None
-    except (OSError, EOFError) as error:
-        raise DataLoadError(f"cannot read {spec}: not a valid .npz file ({error})") from None
+    except Exception as error:  # OSError, EOFError, zipfile.BadZipFile, zlib.error, ... from a damaged archive
+        raise DataLoadError(f"cannot read {spec}: not a valid .npz file ({_one_line(error)})") from None
     if {"x_train", "y_train"} <= arrays.keys():
         split_keys = {"train": ("x_train", "y_train")}
         if {"x_test", "y_test"} <= arrays.keys():
@@ -408,7 +413,9 @@ def _read_cifar_batches(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         batch = _unpickle(file)
         data = np.asarray(batch.get(b"data", batch.get("data")))
         batch_labels = batch.get(b"labels", batch.get("labels"))
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or batch_labels is None:
+        if batch_labels is not None and not isinstance(batch_labels, (list, tuple, np.ndarray)):
+            raise DataLoadError(f"{file} is not a CIFAR-10 batch: 'labels' is a {type(batch_labels).__name__}, not a list")
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or batch_labels is None or data.dtype.kind not in "uif":
             raise DataLoadError(
                 f"{file} is not a CIFAR-10 batch: expected 'data' of shape (n, 3072) and 'labels', "
                 f"got data of shape {data.shape}"
@@ -431,20 +438,31 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            # Protocol 2 stores bytes as _codecs.encode(text, "latin1"): allow that and nothing else.
+            return _latin1_encode
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    if not isinstance(text, str) or str(encoding).lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin-1")
 
 
 def _unpickle(file: Path) -> dict:
     try:
         with open(file, "rb") as handle:
             content = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-        raise DataLoadError(f"cannot read CIFAR pickle {file}: {error}") from None
+    except Exception as error:  # malformed pickles raise almost anything: OverflowError, MemoryError, KeyError, ...
+        raise DataLoadError(f"cannot read CIFAR pickle {file}: {_one_line(error)}") from None
     if not isinstance(content, dict):
         raise DataLoadError(f"cannot read CIFAR pickle {file}: expected a dict, got {type(content).__name__}")
     return content
@@ -609,7 +627,10 @@ def _load_tfds(spec: str, *, limit, seed) -> DataSplits:
         loaded, info = tfds.load(name, split=list(split_names), batch_size=-1, with_info=True, download=True)
         arrays = [tfds.as_numpy(split) for split in loaded]
     except Exception as error:  # tfds raises many kinds (network, unknown name, bad split): all mean "no data"
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = _one_line(error)[:200]
+        if isinstance(error, ImportError) or not _network_reachable():
+            # Offline, tfds fails somewhere on its download path, often with an unrelated ImportError.
+            reason = f"no network connection to download it? tensorflow-datasets said: {reason}"
         raise DataLoadError(
             f"could not fetch the tfds data set {name!r} with splits {list(split_names)} ({reason}); "
             "pass local files instead (an .npz, an image folder, a CIFAR-10 python folder or .tsv/.csv files)"
@@ -623,6 +644,22 @@ def _load_tfds(spec: str, *, limit, seed) -> DataSplits:
     x_test, y_test = splits[1] if len(splits) > 1 else (None, None)
     _check_labels_fit(class_names, [splits[0][1], y_test], spec)
     return DataSplits(*splits[0], x_test, y_test, class_names, modality, spec)
+
+
+def _network_reachable(host="storage.googleapis.com", port=443, timeout=3.0) -> bool:
+    """Whether tfds' download server answers (a quick TCP connect)."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
 
 
 def _tfds_class_names(info) -> list[str] | None:
