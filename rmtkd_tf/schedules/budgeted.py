@@ -107,7 +107,8 @@ def _search_index(model, ladder, statistics, decisions, data, config, state, ref
         log(f"search: {cut.params} params, val acc before training {acc if acc is None else round(acc, 2)}")
         return drop is None or drop <= config.search_tolerance
 
-    index = ladder.last_passing(passes)
+    # Index 0 cuts nothing and always passes: the search starts one cut in.
+    index = ladder.last_passing(passes, low=1) if len(ladder) > 1 else None
     return 0 if index is None else index
 
 
@@ -200,6 +201,9 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
     if state["attempts"] and state["attempts"][-1].get("finished"):
         last = state["attempts"][-1]
         index = last.get("next_index") if not last["accepted"] and not has_target else None
+    if index is not None and all(rank is None for rank in ladder.at(index).ranks.values()):
+        index = None
+        state["stopped"] = state["stopped"] or "no cut changes a layer within the search tolerance or target"
     while index is not None and state["stopped"] is None:
         attempt = _current_attempt(state, index, ladder)
         cut = ladder.at(index)
@@ -217,7 +221,7 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         elif len(state["attempts"]) >= config.max_attempts:
             state["stopped"] = f"no cut held max_drop in {config.max_attempts} attempt(s); the model is left as it was"
         else:
-            attempt["next_index"] = ladder.half_way_back(index)
+            attempt["next_index"] = _back_off(ladder, index)
             index = attempt["next_index"]
             if index is None:
                 state["stopped"] = "no cut holds max_drop; the model is left as it was"
@@ -229,6 +233,14 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
     folder.save_state(state)
     log(f"stopped: {state['stopped']}")
     return result
+
+
+def _back_off(ladder, index):
+    """The cut saving about half of what `index` saves, or None when that cut changes no layer."""
+    back = ladder.half_way_back(index)
+    if back is None or all(rank is None for rank in ladder.at(back).ranks.values()):
+        return None
+    return back
 
 
 def _current_attempt(state, index, ladder):

@@ -55,14 +55,15 @@ def initial_state():
     return {"accepted_step": 0, "next_step": 1, "frozen": {}, "cursor": 0, "steps": [], "pending": []}
 
 
-def _stop_reason(current, state, config, step, open_paths):
+def _stop_reason(current, state, config, open_paths):
     params_now = int(current.count_params())
     original = state["original_params"]
     if config.target_params is not None and params_now <= config.target_params * original:
         return f"parameter target reached ({params_now} <= {config.target_params:g} x {original})"
     if config.target_flops is not None and model_flops(current) <= config.target_flops * state["original_flops"]:
         return f"FLOP target reached (<= {config.target_flops:g} x {state['original_flops']})"
-    if step > config.max_steps:
+    # Steps that found nothing to reduce cost no training and do not count.
+    if sum(1 for record in state["steps"] if "losses" in record) >= config.max_steps:
         return f"max_steps={config.max_steps} reached"
     if not open_paths:
         return "no layer can be reduced further"
@@ -115,7 +116,7 @@ def run(model, data, config, folder, state, log, current, reference, rule, eligi
     while state["stopped"] is None:
         step = state["next_step"]
         open_paths = [p for p in eligible if p not in state["frozen"]]
-        state["stopped"] = _stop_reason(current, state, config, step, open_paths)
+        state["stopped"] = _stop_reason(current, state, config, open_paths)
         if state["stopped"] is not None:
             break
         group = _next_group(state, config, eligible, open_paths, graph_paths)
