@@ -45,9 +45,13 @@ def tflite_inputs(path: str) -> list[tuple[tuple[int, ...], str]]:
 
 
 def check_comparable(model: str, other: str) -> None:
-    """Refuse `--vs` between models whose inputs differ: their latency ratio would compare different work."""
+    """Refuse `--vs` between models whose input shapes differ: their latency ratio would compare different work.
+
+    The element types may differ (a full-int8 student takes int8 where its float teacher takes float32:
+    the same inputs, quantized), so only the number of inputs and their shapes are compared.
+    """
     a, b = tflite_inputs(model), tflite_inputs(other)
-    if a != b:
+    if [list(shape) for shape, _ in a] != [list(shape) for shape, _ in b]:
         def show(inputs):
             return ", ".join(f"{list(shape)} {dtype}" for shape, dtype in inputs)
 

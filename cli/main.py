@@ -21,6 +21,8 @@ import click  # noqa: E402
 
 DEFAULT_MODEL = "cifar10_cnn.keras"
 DEFAULT_DATA = "cifar10_sample.npz"
+# compress settings of the embedded default (options the user did not give): see the README.
+DEFAULT_SETTINGS = "demo_settings.json"
 
 
 def _assets_dir():
@@ -92,6 +94,25 @@ class _OneLineGroup(click.Group):
 @click.version_option(package_name="rmtkd-tf")
 def cli():
     """RMT-KD: shrink a trained Keras model with random-matrix theory and self-distillation."""
+
+
+def embedded_default_settings(command):
+    """Without MODEL, fill the options the user left at their defaults from the embedded default's settings."""
+    import functools
+    import json
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        if kwargs.get("model") is None:
+            context = click.get_current_context()
+            settings = json.loads((_assets_dir() / DEFAULT_SETTINGS).read_text())["compress"]
+            for name, value in settings.items():
+                if context.get_parameter_source(name) == click.core.ParameterSource.DEFAULT:
+                    kwargs[name] = value
+            kwargs["embedded_settings"] = settings
+        return command(**kwargs)
+
+    return wrapper
 
 
 def _resolve_inputs(model_path, data_spec):
@@ -243,16 +264,18 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
+@embedded_default_settings
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
              energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, schedule, target_params,
              target_flops, max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation,
              confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
-             feature_weight, calibration_samples, resume, do_export, precision):
+             feature_weight, calibration_samples, resume, do_export, precision, embedded_settings=None):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
 
     Without MODEL, runs the embedded default: a small CIFAR-10 CNN and a sample of real CIFAR-10 images
-    packaged with rmtkd-tf.
+    packaged with rmtkd-tf, with the settings in rmtkd_tf/assets/demo_settings.json for the options not
+    given (its 150 validation images cannot confirm a 1-point drop, so it cuts to a target).
     """
     import dataclasses
 
@@ -264,6 +287,9 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
 
     log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
+    if embedded_settings:
+        shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in embedded_settings.items())
+        log(f"embedded default {model_path.name} + {Path(data_spec).name}, with {shown} unless given")
     output_dir = Path(output_dir)
     # Nothing is loaded or written before the output folder is known to be safe to write.
     validation_spec = None if validation in ("auto", "train", "test-split") else validation
