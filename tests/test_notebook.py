@@ -13,7 +13,7 @@ import nbformat  # noqa: E402  (a dependency of nbclient)
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough.ipynb"
 
 # Small enough for CI (2 cores): one RMT-KD step, no final distillation, a short benchmark.
-REDUCED = {"LIMIT": 400, "MAX_STEPS": 1, "EPOCHS_PER_STEP": 1, "FINAL_EPOCHS": 0, "LATENCY_RUNS": 20}
+REDUCED = {"LIMIT": 400, "DISTILLATION_EPOCHS": 1, "LATENCY_RUNS": 20}
 
 
 def _with_parameters(notebook, values):

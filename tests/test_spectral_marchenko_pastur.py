@@ -89,7 +89,10 @@ def test_cdf_equals_integrated_density(sigma2, q, fraction):
     x = lambda_minus + fraction * (lambda_plus - lambda_minus)
     integral = integrate_density(sigma2, q, x)
     atom = max(0.0, 1.0 - 1.0 / q)
-    assert marchenko_pastur_cdf(x, sigma2, q) == pytest.approx(atom + integral, abs=1e-8)
+    # Near q = 1 the test's own quadrature of the 1/sqrt(x) singularity loses digits (5e-6 at q = 0.99999,
+    # as in test_density_integrates_to_one_or_one_over_q); the closed-form CDF is exact there.
+    tolerance = 1e-8 if abs(q - 1.0) > 1e-3 else 5e-5
+    assert marchenko_pastur_cdf(x, sigma2, q) == pytest.approx(atom + integral, abs=tolerance)
 
 
 @pytest.mark.parametrize("q", [0.05, 0.5, 1.0, 2.0, 8.0])
