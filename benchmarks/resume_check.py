@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ARGS = ["compress", "--max-steps", "4", "--seed", "0", "--no-export", "-q"]
+ARGS = ["compress", "--schedule", "iterative", "--max-steps", "4", "--seed", "0", "--no-export", "-q"]
 
 
 def cli(args, **kw):
