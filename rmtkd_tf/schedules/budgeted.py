@@ -148,12 +148,14 @@ class ShiftedCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "offset": self.offset}
 
 
-def _distil_attempt(model, cut, statistics, decisions, data, config, folder, state, attempt, log):
-    """Surgery at `cut`, then the whole distillation budget from the original model (resumable)."""
-    surgery = _student(model, cut, statistics, decisions)
+def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log):
+    """The whole distillation budget from the original model, on a fresh surgery of `cut` (resumable).
+
+    Returns the distilled student, or `surgery` when distillation made validation worse.
+    """
     checkpoint = folder.named_checkpoint(f"attempt_{attempt['attempt']}")
     done = attempt.get("epochs_done", 0)
-    student = load_model(checkpoint) if done else factorize_model(model, _factors(cut, statistics, decisions))
+    student = load_model(checkpoint) if done else _student(model, cut, statistics, decisions)
     epochs = config.distillation_epochs
     if done < epochs:
         steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
@@ -207,11 +209,11 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
     while index is not None and state["stopped"] is None:
         attempt = _current_attempt(state, index, ladder)
         cut = ladder.at(index)
+        surgery = _student(model, cut, statistics, decisions)
         if "val_accuracy_after_surgery" not in attempt:
-            surgery = _student(model, cut, statistics, decisions)
             attempt["val_accuracy_after_surgery"] = accuracy(surgery, data.x_validation, data.y_validation)
             folder.save_state(state)
-        student = _distil_attempt(model, cut, statistics, decisions, data, config, folder, state, attempt, log)
+        student = _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log)
         check = reference.check(student, data, config)
         attempt.update(validation_check=check, accepted=check["accepted"], finished=True)
         log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")
