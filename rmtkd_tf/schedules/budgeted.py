@@ -219,6 +219,7 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")
         if check["accepted"] or has_target:
             result = student
+            state["final_attempt"] = attempt["attempt"]
             state["stopped"] = "cut accepted" if check["accepted"] else "target reached; drop not within max_drop"
         elif len(state["attempts"]) >= config.max_attempts:
             state["stopped"] = f"no cut held max_drop in {config.max_attempts} attempt(s); the model is left as it was"
@@ -257,10 +258,10 @@ def _current_attempt(state, index, ladder):
 
 
 def final_ranks(state):
-    """`path -> rank` of the accepted cut (empty when the model was left as it was)."""
-    accepted = [a for a in state.get("attempts", []) if a.get("accepted")] or [
-        a for a in state.get("attempts", []) if a.get("finished") and state.get("stopped", "").startswith("target")]
-    if not accepted:
+    """`path -> rank` of the cut the run returned (empty when the model was left as it was)."""
+    final = state.get("final_attempt")
+    if final is None:
         return {}
-    return {p: r for p, r in accepted[-1]["cut"]["ranks"].items() if r is not None}
+    ranks = state["attempts"][final - 1]["cut"]["ranks"]
+    return {path: rank for path, rank in ranks.items() if rank is not None}
 
