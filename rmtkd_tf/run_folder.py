@@ -379,8 +379,11 @@ def _listing(folder: Path) -> set[Path]:
 
 
 def _first_step_recorded(folder: Path) -> bool:
+    """Whether the run in `folder` has progress worth resuming: an iterative step, or a budgeted run's chosen
+    cut (its analysis and search are done) or distillation attempt."""
     try:
-        return bool(json.loads((folder / STATE_NAME).read_text()).get("steps"))
+        state = json.loads((folder / STATE_NAME).read_text())
+        return bool(state.get("steps") or state.get("attempts") or state.get("cut_index") is not None)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -404,9 +407,11 @@ def _remove_previous_run(folder: Path, log):
             removed += 1
     checkpoints = folder / "checkpoints"
     if checkpoints.is_dir():
-        for file in checkpoints.glob("step_*.keras"):
-            file.unlink()
-            removed += 1
+        # The iterative schedule's steps, the budgeted schedule's distillation attempts and final student.
+        for pattern in ("step_*.keras", "attempt_*.keras", "final.keras"):
+            for file in checkpoints.glob(pattern):
+                file.unlink()
+                removed += 1
     if removed:
         log(f"--overwrite: removed the earlier run's state and checkpoints in {folder}")
 

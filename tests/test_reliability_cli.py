@@ -300,6 +300,38 @@ def test_interrupt_exits_130_and_the_run_resumes(tiny, tmp_path, monkeypatch):
     assert json.loads((out / "report.json").read_text())["steps"] == 1
 
 
+def test_interrupted_budgeted_distillation_keeps_its_checkpoint_and_resumes(tiny, tmp_path, monkeypatch):
+    model, data, _ = tiny
+    from rmtkd_tf.schedules import budgeted
+
+    original = budgeted._EpochCheckpoint.on_epoch_end
+
+    def interrupt_after_saving(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    budget = ["--target-params", "0.6", "--distillation-epochs", "2", "--calibration-samples", "64", "-q",
+              "--no-export"]
+    with monkeypatch.context() as patch:
+        patch.setattr(budgeted._EpochCheckpoint, "on_epoch_end", interrupt_after_saving)
+        result = CliRunner().invoke(cli, ["compress", str(model), "--data", str(data), "-o", str(out), *budget])
+    assert result.exit_code == 130, result.output
+    assert "rerun with --resume" in result.output
+    # The epoch's checkpoint and the state survive the interrupt (a failed *start* would be cleaned up).
+    assert (out / "checkpoints" / "attempt_1.keras").exists()
+    assert json.loads((out / "state.json").read_text())["attempts"][0]["epochs_done"] == 1
+    result = _run(["compress", model, "--data", data, "-o", out, *budget, "--resume"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["attempts"][0]["epochs_done"] == 2 and report["layers"]
+    # --overwrite over that run removes its checkpoints, not just the iterative schedule's (a run without
+    # distillation epochs writes no attempt checkpoint of its own).
+    result = _run(["compress", model, "--data", data, "-o", out, *budget, "--overwrite", "--distillation-epochs", "0"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "checkpoints" / "attempt_1.keras").exists()
+
+
 def test_output_files_follow_the_umask_and_json_is_strict(tiny, tmp_path):
     model, data, _ = tiny
     out = tmp_path / "out"
