@@ -212,6 +212,8 @@ class RMTKDCallback(keras.callbacks.Callback):
         self.history_ = []
         self.frozen_ = {}
         self.stopped_ = None
+        # path -> the noise fit of a layer's first analysis, reused when it is analysed again (a fixed point).
+        self._noise = {}
         self._eligible = None
         self._cursor = 0
         self._epochs_since_start = 0
@@ -286,7 +288,11 @@ class RMTKDCallback(keras.callbacks.Callback):
         params_now = int(current.count_params())
         layers_now = dict(candidate_layers(current, [path]))
         statistics = collect_activations(current, self.calibration_data, layers=[path], batch_size=self.batch_size)
-        decisions, factors = decide_ranks(layers_now, statistics, self._rule, min_rank_ratio=self.min_rank_ratio)
+        decisions, factors = decide_ranks(layers_now, statistics, self._rule, min_rank_ratio=self.min_rank_ratio,
+                                          noise_priors={p: self._noise[p] for p in (path,) if p in self._noise})
+        for decision in decisions:
+            if decision.noise is not None:
+                self._noise.setdefault(decision.path, decision.noise)
         record = {
             "epoch": int(epoch),
             "step": step,
