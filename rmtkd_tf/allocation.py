@@ -49,6 +49,8 @@ import math
 
 import numpy as np
 
+from rmtkd_tf.factorization import low_rank_parameter_count
+
 #: What a direction costs when ranked against the error it adds: its parameters, its FLOPs, or the
 #: sum of the shares of the candidate layers' parameters and of their FLOPs it holds ("balanced":
 #: a Dense head full of parameters and a convolution full of FLOPs both count).
@@ -56,11 +58,6 @@ COST_METRICS = ("balanced", "params", "flops")
 #: Least offset added to the score of signal directions (the ladder uses twice the largest ratio
 #: if that is more), so that every noise direction scores below every signal direction.
 SIGNAL_TIER = 2.0
-
-
-def low_rank_params(fan_in, units, rank):
-    """Parameters of a factorized layer at `rank`: `fan_in·k + k·units + units` (the up-projection has a bias)."""
-    return fan_in * rank + rank * units + units
 
 
 @dataclasses.dataclass
@@ -133,11 +130,11 @@ class LayerBudget:
         """`rank`, or None where factorizing at `rank` would not reduce the layer (it then stays as it is)."""
         if self.factorized:
             return rank if rank < self.dim else None
-        return rank if low_rank_params(self.fan_in, self.units, rank) < self.dense_params else None
+        return rank if low_rank_parameter_count(self.fan_in, self.units, rank) < self.dense_params else None
 
     def params(self, rank):
         """Parameters of the layer after applying `rank` (None: unchanged)."""
-        return self.dense_params if rank is None else low_rank_params(self.fan_in, self.units, rank)
+        return self.dense_params if rank is None else low_rank_parameter_count(self.fan_in, self.units, rank)
 
     def macs(self, rank):
         """Multiply-adds per example after applying `rank` (None: unchanged)."""

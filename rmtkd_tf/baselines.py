@@ -485,10 +485,8 @@ def fine_tune(student, teacher, data, epochs, learning_rate=1e-4, batch_size=64,
     `data` is a `rmtkd_tf.compress.CompressionData`. The teacher's trainable
     flags are restored afterwards. Returns the last epoch's logs.
     """
-    import tensorflow as tf
-
-    from rmtkd_tf.compress import _length
     from rmtkd_tf.distill import SelfDistiller
+    from rmtkd_tf.steps import training_dataset
 
     if epochs <= 0:
         return {}
@@ -497,12 +495,8 @@ def fine_tune(student, teacher, data, epochs, learning_rate=1e-4, batch_size=64,
         keras.utils.set_random_seed(int(seed))
         distiller = SelfDistiller(student, teacher, alpha=alpha, temperature=temperature)
         distiller.compile(optimizer=keras.optimizers.Adam(learning_rate))
-        dataset = (
-            tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-            .shuffle(min(_length(data.x_train), 20000), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
-        )
-        history = distiller.fit(dataset, epochs=int(epochs), verbose=0, shuffle=False, callbacks=list(callbacks))
+        history = distiller.fit(training_dataset(data, batch_size, seed), epochs=int(epochs), verbose=0,
+                                shuffle=False, callbacks=list(callbacks))
         return {k: float(v[-1]) for k, v in history.history.items()}
     finally:
         for layer, flag in flags:

@@ -234,7 +234,7 @@ def _final_layer_table(state):
 
 
 def _budgeted_layer_table(state):
-    from rmtkd_tf.allocation import low_rank_params
+    from rmtkd_tf.factorization import low_rank_parameter_count
 
     decisions = {d["path"]: d for d in state.get("decisions", [])}
     table = {}
@@ -243,7 +243,7 @@ def _budgeted_layer_table(state):
         table[path] = {
             "type": decision["layer_type"], "units": decision["units"], "params_before": decision["params_before"],
             "signal_rank": decision["rule_rank"], "rank": rank,
-            "params_after": low_rank_params(decision["fan_in"], decision["units"], rank),
+            "params_after": low_rank_parameter_count(decision["fan_in"], decision["units"], rank),
             "n_samples": decision["n_samples"],
         }
     return table

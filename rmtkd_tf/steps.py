@@ -79,12 +79,12 @@ def analyse(model, data, config, rule, paths, noise_priors=None):
     return decisions, factors, statistics
 
 
-def training_dataset(data, config, seed):
+def training_dataset(data, batch_size, seed):
     """The shuffled, batched fine-tuning split."""
     return (
         tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
         .shuffle(min(n_rows(data.x_train), 20000), seed=seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
+        .batch(batch_size)
     )
 
 
@@ -120,7 +120,7 @@ def _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, 
         rate = config.learning_rate if learning_rate is None else learning_rate
         distiller.compile(optimizer=keras.optimizers.Adam(rate))
         history = distiller.fit(
-            training_dataset(data, config, seed), epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+            training_dataset(data, config.batch_size, seed), epochs=epochs, initial_epoch=initial_epoch, verbose=0,
             shuffle=False, callbacks=list(callbacks),  # the dataset shuffles
         )
     return {k: float(v[-1]) for k, v in history.history.items()}

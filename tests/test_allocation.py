@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmtkd_tf.allocation import CutLadder, LayerBudget, low_rank_params
+from rmtkd_tf.allocation import CutLadder, LayerBudget
+from rmtkd_tf.factorization import low_rank_parameter_count
 
 
 @st.composite
@@ -101,9 +102,9 @@ def test_greedy_order_prefers_cheap_error():
 def test_layer_that_would_not_save_stays_dense_and_factorized_layer_only_goes_down():
     dense = LayerBudget("d", np.ones(8), max_rank=8, min_rank=1, fan_in=8, units=8)
     assert dense.applied_rank(4) is None  # 8*4 + 4*8 + 8 = 72 >= 72
-    assert dense.applied_rank(3) == 3 and dense.params(3) == low_rank_params(8, 8, 3)
+    assert dense.applied_rank(3) == 3 and dense.params(3) == low_rank_parameter_count(8, 8, 3)
     factorized = LayerBudget("f", np.ones(5), max_rank=5, min_rank=1, fan_in=8, units=8,
-                             dense_params=low_rank_params(8, 8, 5), factorized=True)
+                             dense_params=low_rank_parameter_count(8, 8, 5), factorized=True)
     assert factorized.applied_rank(5) is None and factorized.applied_rank(4) == 4
 
 

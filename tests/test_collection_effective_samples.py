@@ -8,15 +8,7 @@ import tensorflow as tf
 from rmtkd_tf.collection import CovarianceAccumulator, LayerStatistics, collect_activations
 from rmtkd_tf.selection import decide_ranks
 from rmtkd_tf.spectral import MarchenkoPasturRule, effective_sample_size
-
-
-def ar1_groups(n_examples, positions, d, coefficient, rng):
-    innovations = rng.normal(size=(n_examples, positions, d))
-    samples = np.empty_like(innovations)
-    samples[:, 0] = innovations[:, 0]
-    for t in range(1, positions):
-        samples[:, t] = coefficient * samples[:, t - 1] + np.sqrt(1.0 - coefficient**2) * innovations[:, t]
-    return samples
+from tests.test_spectral_effective_samples import ar1_groups
 
 
 def test_streamed_estimate_equals_the_numpy_one_across_batches_with_padding_and_a_large_mean():
