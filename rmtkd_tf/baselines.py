@@ -55,6 +55,7 @@ from rmtkd_tf.factorization import low_rank_parameter_count
 from rmtkd_tf.model_walk import (
     composite_parts,
     dense_matrix_shape,
+    factorized_kernel,
     iter_factorizable_layers,
     iter_graph_layers,
     layer_kind,
@@ -369,7 +370,7 @@ def prunable_kernels(model, layers=None, include_outputs=False):
     for path, layer in candidate_layers(model, layers, include_outputs=include_outputs):
         if hasattr(layer, "bottleneck"):
             raise RMTKDError(f"layer '{path}' is factorized; prune the original model")
-        kernels[path] = layer.kernel
+        kernels[path] = factorized_kernel(layer)  # a SeparableConv2D: its pointwise kernel
     return kernels
 
 

@@ -6,7 +6,9 @@ layer owns a `CovarianceAccumulator` of float64 TensorFlow variables (count,
 mean, centred second moment), merged batch by batch with the pairwise update
 of Chan, Golub & LeVeque, which stays accurate when the mean is large compared
 with the spread (unlike `E[xxᵀ] − μμᵀ`). Memory is O(d²) per layer whatever the
-number of samples. Conv2D outputs count every spatial position as a sample.
+number of samples. Conv outputs count every spatial position (Conv1D: every
+time step) as a sample; a SeparableConv2D is analysed on its pointwise
+convolution's pre-activation output, the map that is factorized.
 
 Those samples are not independent (the positions of one image, the tokens of
 one text), so each accumulator also streams, per example (the first axis of a
@@ -34,6 +36,7 @@ import tensorflow as tf
 
 from rmtkd_tf.errors import NonFiniteActivationError, RMTKDError
 from rmtkd_tf.model_walk import (
+    channels_first,
     composite_parts,
     dense_matrix_shape,
     is_attention_input_projection,
@@ -233,7 +236,7 @@ class _LayerHook:
         def hooked_call(inputs, *args, **kwargs):
             pre_activation = original_call(inputs, *args, **kwargs)
             outputs = pre_activation
-            if layer_kind(layer) == "conv2d" and getattr(layer, "data_format", "channels_last") == "channels_first":
+            if channels_first(layer):
                 outputs = tf.experimental.numpy.moveaxis(outputs, 1, -1)
             if flatten_heads:  # (..., heads, head_dim) -> (..., heads * head_dim): one sample per token
                 outputs = tf.reshape(outputs, tf.concat([tf.shape(outputs)[:-2], [-1]], axis=0))
@@ -261,7 +264,7 @@ class _LayerHook:
         def hooked_call(inputs, *args, **kwargs):
             hidden = layer.bottleneck(inputs)
             samples = hidden
-            if getattr(layer, "data_format", "channels_last") == "channels_first" and layer_kind(layer) == "conv2d":
+            if channels_first(layer):
                 samples = tf.experimental.numpy.moveaxis(hidden, 1, -1)
             weights = tf.cast(recording, tf.float64)
             extra = weights_provider(inputs) if weights_provider is not None else None

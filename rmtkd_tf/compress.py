@@ -31,6 +31,7 @@ from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import load_model, save_model
+from rmtkd_tf.model_walk import check_rebuildable
 from rmtkd_tf.schedules import SCHEDULES, budgeted, iterative
 from rmtkd_tf.schedules.iterative import next_open_layer  # noqa: F401  (public since the callback uses it)
 from rmtkd_tf.steps import RunFolder, ValidationReference, accuracy, distil, distil_keep_better  # noqa: F401
@@ -144,7 +145,8 @@ def compress(model, data, config, output_dir, resume=False, log=print):
     rule = get_rank_rule(config.rank_rule, **(config.rule_params or {}))
     eligible = [p for p, _ in candidate_layers(model, config.layers, include_outputs=config.include_output_layers)]
     if not eligible:
-        raise RMTKDError("the model has no Dense or Conv2D layer to factorize")
+        raise RMTKDError("the model has no Dense, Conv1D, Conv2D or SeparableConv2D layer to factorize")
+    check_rebuildable(model)  # refuse before calibrating a model that surgery could not rebuild
     reference = ValidationReference(model, data)
 
     if resume:

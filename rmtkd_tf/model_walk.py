@@ -21,7 +21,12 @@ import sys
 import keras
 import numpy as np
 
-FACTORIZABLE_TYPES = ("Dense", "Conv2D", "LowRankDense", "LowRankConv2D")
+FACTORIZABLE_TYPES = (
+    "Dense", "Conv1D", "Conv2D", "SeparableConv2D",
+    "LowRankDense", "LowRankConv1D", "LowRankConv2D", "LowRankSeparableConv2D",
+)
+# Kinds of convolution layer_kind() reports; their channel axis follows `data_format`.
+CONV_KINDS = ("conv1d", "conv2d", "separable_conv2d")
 
 
 def is_graph_model(model):
@@ -79,14 +84,19 @@ def output_layers(model):
 
 
 def layer_kind(layer):
-    """`"dense"`, `"conv2d"` or None for layers RMT-KD does not factorize.
+    """`"dense"`, `"conv1d"`, `"conv2d"`, `"separable_conv2d"` or None for layers RMT-KD does not factorize.
 
     The `EinsumDense` layers of multi-head attention count as `"dense"`: the
     output projection `"abcd,cde->abe"` is a Dense over the flattened
     `(heads, head_dim)` axes, and the query/key/value projections
     `"abc,cde->abde"` are Denses whose output is reshaped to `(heads, head_dim)`.
+    A `SeparableConv2D` is factorized in its pointwise (1x1) part only; a
+    `DepthwiseConv2D` is not factorized at all (see `layer_support`).
+
+    >>> layer_kind(keras.layers.Conv1D(4, 3)), layer_kind(keras.layers.DepthwiseConv2D(3))
+    ('conv1d', None)
     """
-    from rmtkd_tf.layers import LowRankConv2D, LowRankDense
+    from rmtkd_tf.layers import LowRankConv1D, LowRankConv2D, LowRankDense, LowRankSeparableConv2D
 
     if (
         isinstance(layer, (keras.layers.Dense, LowRankDense))
@@ -96,7 +106,23 @@ def layer_kind(layer):
         return "dense"
     if isinstance(layer, (keras.layers.Conv2D, LowRankConv2D)):
         return "conv2d"
+    if isinstance(layer, (keras.layers.Conv1D, LowRankConv1D)):
+        return "conv1d"
+    if isinstance(layer, (keras.layers.SeparableConv2D, LowRankSeparableConv2D)):
+        return "separable_conv2d"
     return None
+
+
+def channels_first(layer):
+    """True for a convolution (factorized or not) whose channel axis is 1 (`data_format="channels_first"`)."""
+    return layer_kind(layer) in CONV_KINDS and getattr(layer, "data_format", "channels_last") == "channels_first"
+
+
+def factorized_kernel(layer):
+    """The kernel variable RMT-KD factorizes: a SeparableConv2D's pointwise kernel, else the layer's kernel."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return layer.pointwise_kernel
+    return layer.kernel
 
 
 ATTENTION_OUTPUT_EQUATION = "abcd,cde->abe"
@@ -124,12 +150,14 @@ def is_attention_input_projection(layer):
 
 
 def dense_matrix_shape(layer):
-    """`(fan_in, units)`: the Dense/Conv2D (or attention `EinsumDense`) kernel seen as a matrix.
+    """`(fan_in, units)`: the Dense/Conv (or attention `EinsumDense`) kernel seen as a matrix.
+
+    For a SeparableConv2D it is the pointwise kernel: `fan_in` is the depthwise output's channels.
 
     The output width `units` is the last kernel axis, except for the attention
     input projections, whose `(heads, head_dim)` output axes flatten into it.
     """
-    shape = tuple(int(s) for s in layer.kernel.shape)
+    shape = tuple(int(s) for s in factorized_kernel(layer).shape)
     if is_attention_input_projection(layer):
         return shape[0], int(np.prod(shape[1:]))
     return int(np.prod(shape[:-1])), shape[-1]
@@ -169,9 +197,7 @@ def output_consumers(layer):
 
 
 def _channel_axis(layer, rank):
-    if layer_kind(layer) == "conv2d" and getattr(layer, "data_format", "channels_last") == "channels_first":
-        return 1
-    return rank - 1
+    return 1 if channels_first(layer) else rank - 1
 
 
 def _input_rank(consumer, producer):
@@ -185,7 +211,7 @@ def _input_rank(consumer, producer):
 def following_batchnorm(layer):
     """`(batchnorm, None)` if a BatchNormalization directly and solely consumes `layer`'s output, else `(None, why)`.
 
-    Foldable means: `layer` is a Dense/Conv2D (or factorized) layer with a
+    Foldable means: `layer` is a Dense/Conv (or factorized) layer with a
     linear activation, its output goes to that BatchNormalization and to
     nothing else, and the BatchNormalization normalises the layer's channel
     axis. `why` says why a BatchNormalization that is there cannot be folded
@@ -233,3 +259,126 @@ def following_batchnorm(layer):
     if rank is None or not isinstance(bn.axis, int) or bn.axis % rank != _channel_axis(layer, rank):
         return None, f"BatchNormalization '{bn.name}' normalises axis {bn.axis}, not the layer's channel axis"
     return bn, None
+
+
+# What RMT-KD does with each layer type: see docs/layers.md (the table there is checked against these).
+CANDIDATE = "candidate"
+SKIPPED = "skipped"
+
+
+def _skip_reasons():
+    """`[(layer classes, why they are not candidates)]`, first match wins (most specific first)."""
+    layers = keras.layers
+    depthwise = "filters each channel on its own: no channel-mixing matrix to factorize (the 1x1 convs around it are)"
+    return [
+        ((layers.DepthwiseConv2D, layers.DepthwiseConv1D), depthwise),
+        ((layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose), "transposed convolutions are not factorized"),
+        ((layers.Conv3D,), "3-D convolutions are not factorized"),
+        ((layers.SeparableConv1D,), "SeparableConv1D is not factorized (SeparableConv2D is)"),
+        ((layers.Embedding,), "an embedding is a table lookup, not a matrix product"),
+        ((layers.EinsumDense,), "only the attention projections' EinsumDense equations are factorized"),
+        ((layers.MultiHeadAttention,), "its projections are factorized only inside a keras-hub TransformerEncoder"),
+        ((layers.RNN, layers.LSTM, layers.GRU, layers.SimpleRNN, layers.Bidirectional, layers.ConvLSTM2D),
+         "recurrent layers are not factorized"),
+        ((layers.TimeDistributed,), "the layer it wraps is not walked into"),
+        ((layers.BatchNormalization,), "a per-channel affine map; folded into the metric of the layer before it"),
+    ]
+
+
+def unsupported_reason(layer):
+    """Why a candidate-kind `layer` cannot be factorized (grouped, quantized, LoRA, ...), or None if it can."""
+    kind = layer_kind(layer)
+    if kind is None:
+        return f"{type(layer).__name__} layers are not factorized"
+    if kind in CONV_KINDS and getattr(layer, "groups", 1) != 1:
+        return f"grouped convolution (groups={layer.groups}): its block-diagonal kernel is not factorized"
+    if getattr(layer, "quantization_mode", None):
+        return f"quantized layer ({layer.quantization_mode}) is not factorized"
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA-enabled layer is not factorized; merge LoRA weights first"
+    return None
+
+
+def layer_support(layer):
+    """`(status, reason)`: `("candidate", None)` if RMT-KD factorizes `layer`, else `("skipped", why)`.
+
+    A keras-hub `TransformerEncoder` is a candidate through its six parts
+    (`composite_parts`). Skipped layers stay in the student as they are. The
+    layers that make a whole model unusable are `refusal_reason`'s.
+
+    >>> layer_support(keras.layers.Conv2D(8, 1))
+    ('candidate', None)
+    >>> layer_support(keras.layers.DepthwiseConv2D(3))[1]
+    'filters each channel on its own: no channel-mixing matrix to factorize (the 1x1 convs around it are)'
+    >>> layer_support(keras.layers.Conv2D(8, 3, groups=2))
+    ('skipped', 'grouped convolution (groups=2): its block-diagonal kernel is not factorized')
+    """
+    if layer_kind(layer) is not None:
+        reason = unsupported_reason(layer)
+        return (CANDIDATE, None) if reason is None else (SKIPPED, reason)
+    if _is_transformer_encoder(layer):
+        return CANDIDATE, None
+    for classes, reason in _skip_reasons():
+        if isinstance(layer, classes):
+            return SKIPPED, reason
+    if not layer.weights and layer.built:
+        return SKIPPED, "no weights: nothing to factorize"
+    return SKIPPED, f"{type(layer).__name__} layers are not factorized"
+
+
+def _is_transformer_encoder(layer):
+    if "keras_hub" not in sys.modules:
+        return False
+    from rmtkd_tf.transformers.low_rank_encoder import is_transformer_encoder
+
+    return is_transformer_encoder(layer)
+
+
+_BUILTIN_MODULES = ("keras.", "keras_hub.", "rmtkd_tf.")
+
+
+def refusal_reason(layer):
+    """Why a model holding `layer` cannot be rebuilt by surgery (which clones every layer from its config), else None.
+
+    Keras' and keras-hub's own layers always rebuild, except a `Lambda` around a
+    Python `lambda` (not deserialized in Keras' safe mode); a custom layer
+    rebuilds when its `get_config()` gives back its constructor arguments.
+
+    >>> refusal_reason(keras.layers.Dense(3)) is None
+    True
+    >>> refusal_reason(keras.layers.Lambda(lambda x: x, name="lam"))  # doctest: +ELLIPSIS
+    "Lambda layer 'lam' wraps a Python function and cannot be rebuilt safely; ...
+    """
+    if isinstance(layer, keras.layers.Lambda):
+        return (
+            f"Lambda layer '{layer.name}' wraps a Python function and cannot be rebuilt safely; "
+            "replace it by a custom layer registered with keras.saving.register_keras_serializable"
+        )
+    if type(layer).__module__.startswith(_BUILTIN_MODULES) or is_graph_model(layer):
+        return None
+    try:
+        type(layer).from_config(layer.get_config())
+    except Exception as exc:  # noqa: BLE001  (any failure means: cannot be rebuilt)
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return (
+            f"{type(layer).__name__} layer '{layer.name}' cannot be rebuilt from its get_config() ({first_line}); "
+            "make get_config() return its constructor arguments and register it with "
+            "keras.saving.register_keras_serializable"
+        )
+    return None
+
+
+def check_rebuildable(model):
+    """Raise `UnsupportedModelError` (one line) if surgery cannot rebuild `model`; see `refusal_reason`."""
+    from rmtkd_tf.errors import UnsupportedModelError
+
+    if not is_graph_model(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is a subclassed Keras model; rmtkd-tf can rebuild Sequential and "
+            "Functional models (nested ones too) and keras-hub tasks"
+        )
+    for path, layer in iter_graph_layers(model):
+        reason = refusal_reason(layer)
+        if reason:
+            raise UnsupportedModelError(f"cannot rebuild the model: {reason}" if path == layer.name
+                                        else f"cannot rebuild the model at '{path}': {reason}")

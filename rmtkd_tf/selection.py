@@ -59,14 +59,22 @@ class LayerDecision:
 
 
 def layer_geometry(layer):
-    """`(fan_in, units, params)` of a Dense/Conv2D/factorized layer."""
+    """`(fan_in, units, params)` of a Dense/Conv/factorized layer.
+
+    `params` counts the factorized matrix (or its two factors) and the bias only: a SeparableConv2D's
+    depthwise kernel is neither factorized nor removed, so it is left out of before and after alike.
+    """
     if hasattr(layer, "bottleneck"):
         down_shape = tuple(layer.down_kernel.shape)
         fan_in = int(np.prod(down_shape[:-1]))
         units = int(getattr(layer, "units", None) or layer.filters)
     else:
         fan_in, units = dense_matrix_shape(layer)
-    return fan_in, units, int(layer.count_params())
+    params = int(layer.count_params())
+    depthwise = getattr(layer, "depthwise_kernel", None)
+    if depthwise is not None:
+        params -= int(np.prod(tuple(depthwise.shape)))
+    return fan_in, units, params
 
 
 def decide_ranks(layers, statistics, rule, min_rank_ratio=0.0, min_rank=1, noise_priors=None, fold_batchnorm=True):

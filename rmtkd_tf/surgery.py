@@ -2,7 +2,8 @@
 
 `factorize_model(model, factors)` returns a *new* model (the input model and
 its weights are left untouched): every layer listed in `factors` is replaced by
-a `LowRankDense` / `LowRankConv2D` whose weights come from the projection onto
+a `LowRankDense` / `LowRankConv1D` / `LowRankConv2D` / `LowRankSeparableConv2D`
+(the pointwise part factorized, the depthwise kernel copied) whose weights come from the projection onto
 the given eigenvectors; every other layer is an identical copy with copied
 weights. Nested models, residual connections, BatchNorm and shared layers are
 handled by `keras.models.clone_model(recursive=True)`, which keeps layer names
@@ -23,15 +24,17 @@ import numpy as np
 
 from rmtkd_tf.errors import UnsupportedModelError
 from rmtkd_tf.factorization import project_kernel
-from rmtkd_tf.layers import LowRankConv2D, LowRankDense
+from rmtkd_tf.layers import LowRankConv1D, LowRankConv2D, LowRankDense, LowRankSeparableConv2D
 from rmtkd_tf.model_walk import (
+    check_rebuildable,
     composite_parts,
+    factorized_kernel,
     is_attention_input_projection,
     is_attention_output_projection,
-    is_graph_model,
     iter_factorizable_layers,
     iter_graph_layers,
     layer_kind,
+    unsupported_reason,  # noqa: F401  (public here: selection and baselines import it from surgery)
 )
 
 
@@ -56,30 +59,17 @@ class LayerFactors:
 
 
 def effective_kernel(layer):
-    """`(kernel, bias)` of a Dense/Conv2D layer as float64 NumPy arrays (bias may be None).
+    """`(kernel, bias)` of a Dense/Conv layer as float64 NumPy arrays (bias may be None).
 
     The kernel's last axis is the output width; an attention input projection's
-    `(hidden, heads, head_dim)` kernel is returned as `(hidden, heads * head_dim)`.
+    `(hidden, heads, head_dim)` kernel is returned as `(hidden, heads * head_dim)`,
+    a SeparableConv2D's is its pointwise kernel `(1, 1, channels, filters)`.
     """
-    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    kernel = keras.ops.convert_to_numpy(factorized_kernel(layer)).astype(np.float64)
     bias = None if layer.bias is None else keras.ops.convert_to_numpy(layer.bias).astype(np.float64).reshape(-1)
     if is_attention_input_projection(layer):
         kernel = kernel.reshape(kernel.shape[0], -1)
     return kernel, bias
-
-
-def unsupported_reason(layer):
-    """Why `layer` cannot be factorized, or None if it can."""
-    kind = layer_kind(layer)
-    if kind is None:
-        return f"{type(layer).__name__} layers are not factorized"
-    if kind == "conv2d" and getattr(layer, "groups", 1) != 1:
-        return f"grouped convolution (groups={layer.groups}) is not factorized"
-    if getattr(layer, "quantization_mode", None):
-        return f"quantized layer ({layer.quantization_mode}) is not factorized"
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA-enabled layer is not factorized; merge LoRA weights first"
-    return None
 
 
 def _low_rank_replacement(layer, rank):
@@ -101,9 +91,13 @@ def _low_rank_replacement(layer, rank):
 
         _, heads, head_dim = tuple(layer.kernel.shape)
         return LowRankAttentionProjection(num_heads=heads, head_dim=head_dim, **common)
-    if layer_kind(layer) == "dense":
+    kind = layer_kind(layer)
+    if kind == "dense":
         return LowRankDense(units=config["units"], **common)
-    return LowRankConv2D(
+    conv_class = {"conv1d": LowRankConv1D, "conv2d": LowRankConv2D, "separable_conv2d": LowRankSeparableConv2D}[kind]
+    if kind == "separable_conv2d":
+        common["depth_multiplier"] = config["depth_multiplier"]
+    return conv_class(
         filters=config["filters"],
         kernel_size=config["kernel_size"],
         strides=config["strides"],
@@ -125,11 +119,7 @@ def factorize_model(model, factors):
     >>> type(student.get_layer("d")).__name__, student.get_layer("d").rank
     ('LowRankDense', 2)
     """
-    if not is_graph_model(model):
-        raise UnsupportedModelError(
-            f"{type(model).__name__} is a subclassed Keras model; rmtkd-tf can rebuild Sequential and "
-            "Functional models (nested ones too) and keras-hub tasks"
-        )
+    check_rebuildable(model)
     paths = dict(iter_factorizable_layers(model))
     unknown = set(factors) - set(paths)
     if unknown:
@@ -195,7 +185,9 @@ def _set_composite_weights(layer, new_layer, part_factors):
 
 
 def _set_factorized_weights(layer, new_layer, layer_factors):
-    if isinstance(layer, (LowRankDense, LowRankConv2D)):
+    if isinstance(layer, (keras.layers.SeparableConv2D, LowRankSeparableConv2D)):
+        new_layer.depthwise_kernel.assign(layer.depthwise_kernel)  # only the pointwise part is factorized
+    if hasattr(layer, "bottleneck"):
         # Re-factorize through the bottleneck z (k-dim): z ≈ μ_z + (z − μ_z) V Vᵀ,
         # so down' = down·V, up' = Vᵀ·up, bias' = μ_z (I − V Vᵀ)·up + bias.
         down_kernel = keras.ops.convert_to_numpy(layer.down_kernel).astype(np.float64)
