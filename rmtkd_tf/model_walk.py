@@ -281,7 +281,7 @@ def _skip_reasons():
         ((layers.RNN, layers.LSTM, layers.GRU, layers.SimpleRNN, layers.Bidirectional, layers.ConvLSTM2D),
          "recurrent layers are not factorized"),
         ((layers.TimeDistributed,), "the layer it wraps is not walked into"),
-        ((layers.BatchNormalization,), "a per-channel affine map; folded into the metric of the layer before it"),
+        ((layers.BatchNormalization,), "a per-channel affine map, nothing to factorize (it sets the metric of the Dense/Conv right before it)"),
     ]
 
 
