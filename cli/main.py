@@ -279,7 +279,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     """
     import dataclasses
 
-    from rmtkd_tf.compress import CompressionConfig
+    from rmtkd_tf.compression import CompressionConfig
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import compress_task

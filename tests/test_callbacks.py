@@ -7,7 +7,7 @@ import keras
 
 import rmtkd_tf  # noqa: F401  (registers the factorized layers for load_model)
 from rmtkd_tf.callbacks import RMTKDCallback
-from rmtkd_tf.compress import accuracy
+from rmtkd_tf.steps import accuracy
 from rmtkd_tf.errors import RMTKDError, UnsupportedModelError
 
 
