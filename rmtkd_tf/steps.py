@@ -28,10 +28,12 @@ import tensorflow as tf
 from rmtkd_tf.acceptance import accept_drop, describe, paired_accuracy_drop
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.errors import RMTKDError
-from rmtkd_tf.finite_guard import ensure_finite_training
 from rmtkd_tf.evaluation import per_example_correct
+from rmtkd_tf.finite_guard import ensure_finite_training
+from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import write_json
 from rmtkd_tf.rows import n_rows, take_rows
+from rmtkd_tf.surgery import factorize_model
 
 
 def accuracy(model, x, y, batch_size=256):
@@ -150,9 +152,6 @@ def reduction_step(current, data, config, rule, group, reference, *, seed, noise
     `val_accuracy_after_surgery`, `val_accuracy`, `kept_fine_tuning`, `val_drop`, `validation_check`,
     `losses`; then `accepted`, `reason` (why not accepted) and `wall_s`.
     """
-    from rmtkd_tf.flops import model_flops
-    from rmtkd_tf.surgery import factorize_model
-
     t0 = time.time()
     noise = {} if noise is None else noise
     params_now = int(current.count_params())
