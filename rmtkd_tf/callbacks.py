@@ -3,7 +3,8 @@
 Add one callback to `model.fit(...)` and RMT-KD runs with the paper's schedule:
 train normally until the validation accuracy passes a threshold, then reduce
 the model at epoch boundaries, one layer per step (shallow → deep, round
-robin), each step self-distilled from the model *before* the step.
+robin; `order` in the config groups them otherwise), each step
+self-distilled from the model *before* the step.
 
 `fit` cannot swap the model it trains, so the callback works on a copy:
 

@@ -35,8 +35,10 @@ from rmtkd_tf.rows import n_rows, take_rows
 
 
 def is_dataset(data):
-    """Whether `data` is a `tf.data.Dataset` (TensorFlow is not imported to tell)."""
-    return any(cls.__name__ == "DatasetV2" and cls.__module__.startswith("tensorflow") for cls in type(data).__mro__)
+    """Whether `data` is a `tf.data.Dataset`."""
+    import tensorflow as tf
+
+    return isinstance(data, tf.data.Dataset)
 
 
 def _as_numpy(x):
