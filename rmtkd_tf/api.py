@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from rmtkd_tf.collection import candidate_layers
-from rmtkd_tf.compression import resolve_config
+from rmtkd_tf.compression import CompressionData, resolve_config
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.io import load_model
 
@@ -38,7 +38,8 @@ def compress(model, x=None, y=None, *, validation_data=None, calibration_data=No
             an `(x, y)` tuple in `x`, a finite `tf.data.Dataset` of `(x, y)` batches in `x`
             (materialised into arrays in memory: every split is read several times), or a data spec
             string in `x`, as the CLI's `--data` takes (`.npz`, image or CIFAR folder, TSV/CSV; text
-            data needs the model's `.keras` path, whose vocabulary lies beside it).
+            data needs the model's `.keras` path, whose vocabulary lies beside it), or a
+            `rmtkd_tf.compression.CompressionData` holding splits you prepared.
         validation_data: what `max_drop` is checked on, paired with `model` on the same examples:
             `(x, y)` arrays or a dataset. Default: a stratified 10% of the training examples, held out
             of fine-tuning (with a `warning:` line: the teacher has fitted them, so the check is
@@ -105,6 +106,11 @@ def compress(model, x=None, y=None, *, validation_data=None, calibration_data=No
             raise RMTKDError("with a data spec, validation_data is a spec too (or 'train', 'test-split')")
         task = task_for_model(model, spec, model_path=model_path, seed=config.seed,
                               validation=str(validation_data or "auto"), log=log)
+    elif isinstance(x, CompressionData):  # splits prepared by the caller, as `rmtkd_tf.compression.run` takes them
+        if any(v is not None for v in (y, validation_data, calibration_data, test_data)):
+            raise RMTKDError("a CompressionData holds every split: pass no y, validation_data, calibration_data or test_data")
+        task = Task(model=model, model_path=model_path, data=x, splits=None, description="prepared CompressionData",
+                    validation_warning=None)
     else:
         if x is None:
             raise RMTKDError("no training data: pass x and y, an (x, y) tuple, a tf.data.Dataset or a data spec")

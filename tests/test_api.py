@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 import rmtkd_tf
+from rmtkd_tf.compression import CompressionData
 from rmtkd_tf.errors import RMTKDError, RunFolderError
 from rmtkd_tf.inputs import inputs_only, labelled
 
@@ -67,6 +68,10 @@ def test_tuple_dataset_and_arrays_are_the_same_data(task):
                                         **FAST)
     _, from_tuple = rmtkd_tf.compress(model, (x[:500], y[:500]), **FAST)
     assert from_tuple["layers"] == from_arrays["layers"]
+    prepared = CompressionData(x_train=x[:500], y_train=y[:500], x_calibration=x[:200], x_validation=x[500:],
+                               y_validation=y[500:])
+    _, from_prepared = rmtkd_tf.compress(model, prepared, **FAST)
+    assert from_prepared["validation"]["examples"] == 100
     assert from_dataset["validation"] == {"origin": "validation_data", "examples": 128}
 
 
