@@ -9,7 +9,7 @@ import pytest
 
 import rmtkd_tf  # noqa: F401  (registers the factorized layers)
 from rmtkd_tf.collection import candidate_layers, collect_activations
-from rmtkd_tf.compress import CompressionConfig, CompressionData, compress
+from rmtkd_tf.compression import CompressionConfig, CompressionData, run
 from rmtkd_tf.errors import UnsupportedModelError
 from rmtkd_tf.factorization import leading_eigenvectors
 from rmtkd_tf.flops import model_flops
@@ -173,7 +173,7 @@ def test_models_surgery_cannot_rebuild_are_refused_in_one_line_before_calibratio
         factorize_model(model, {})
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
     with pytest.raises(UnsupportedModelError, match=re.escape(message)):
-        compress(model, _tiny_data(model), CompressionConfig(), tmp_path / "run")
+        run(model, _tiny_data(model), CompressionConfig(), tmp_path / "run")
     assert not (tmp_path / "run" / "state.json").exists()
 
 
