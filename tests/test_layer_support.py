@@ -11,6 +11,7 @@ import rmtkd_tf  # noqa: F401  (registers the factorized layers)
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.compression import CompressionConfig, CompressionData, run
 from rmtkd_tf.errors import UnsupportedModelError
+from rmtkd_tf.export import export_tflite
 from rmtkd_tf.factorization import leading_eigenvectors
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.layers import LowRankConv1D, LowRankSeparableConv2D
@@ -91,7 +92,11 @@ def test_separable_conv1d_grouped_and_depthwise_through_surgery(tmp_path):
     np.testing.assert_allclose(refactored.predict(x, verbose=0), student.predict(x, verbose=0), atol=1e-4)
     path = tmp_path / "student.keras"
     student.save(path)
-    np.testing.assert_array_equal(keras.models.load_model(path).predict(x, verbose=0), student.predict(x, verbose=0))
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), student.predict(x, verbose=0))
+    report = export_tflite(reloaded, tmp_path / "student.tflite", verify_inputs=x[:4])
+    assert report.flex_ops == [] and report.verification["max_abs_err"] < 1e-4
+    assert report.op_histogram["DEPTHWISE_CONV_2D"] == 2  # the separable conv's and the plain depthwise conv
 
 
 @pytest.mark.parametrize("padding", ["valid", "same", "causal"])
