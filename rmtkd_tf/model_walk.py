@@ -74,13 +74,50 @@ def iter_factorizable_layers(model):
 
 
 def output_layers(model):
-    """The layers that produce the model's outputs (the classifier head, usually)."""
+    """The layers that produce the model's outputs (the classifier head, usually).
+
+    Weightless single-input layers after the head are looked through: in
+    keras.applications' MobileNetV3 the logits come from a 1x1 `Conv2D` followed by
+    `Flatten` and an `Activation`, and that Conv2D is the head. A nested model
+    producing an output is looked into.
+
+    >>> inputs = keras.Input((1, 1, 8))
+    >>> x = keras.layers.Conv2D(3, 1, name="logits")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Activation("softmax")(keras.layers.Flatten()(x)))
+    >>> [layer.name for layer in output_layers(model)]
+    ['logits']
+    """
     layers = []
     for tensor in model.outputs:
-        history = getattr(tensor, "_keras_history", None)
-        if history is not None:
-            layers.append(history[0])
+        layer = _producer(tensor)
+        while layer is not None:
+            if is_graph_model(layer):
+                inner = [_producer(t) for t in layer.outputs]
+                layer = inner[0] if len(inner) == 1 else None
+                continue
+            inputs = _single_input(layer)
+            if layer.weights or inputs is None or not isinstance(layer, keras.layers.Layer):
+                break
+            producer = _producer(inputs)
+            if producer is None or isinstance(producer, keras.layers.InputLayer):
+                break
+            layer = producer
+        if layer is not None:
+            layers.append(layer)
     return layers
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history[0]
+
+
+def _single_input(layer):
+    """The one input tensor of `layer`'s one call in the graph, else None."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]
 
 
 def layer_kind(layer):

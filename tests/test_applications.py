@@ -16,7 +16,7 @@ import rmtkd_tf  # noqa: F401  (registers the factorized layers for load_model)
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.export import export_tflite
 from rmtkd_tf.flops import model_flops
-from rmtkd_tf.model_walk import CANDIDATE, SKIPPED, iter_graph_layers, layer_support
+from rmtkd_tf.model_walk import CANDIDATE, SKIPPED, iter_graph_layers, layer_support, output_layers
 from rmtkd_tf.selection import decide_ranks, layer_factors
 from rmtkd_tf.spectral import get_rank_rule
 from rmtkd_tf.surgery import LayerFactors, factorize_model
@@ -124,6 +124,9 @@ def test_mobilenet_v3_small_with_hard_swish(tmp_path):
     )
     activations = {l.activation.__name__ for _, l in iter_graph_layers(model) if isinstance(l, keras.layers.Activation)}
     assert "hard_silu" in activations  # keras' name for hard_swish
+    # The head is the 1x1 Conv2D before Flatten and the output Activation: left out unless asked for.
+    assert [layer.name for layer in output_layers(model)] == ["logits"]
+    assert "logits" not in dict(candidate_layers(model, include_outputs=False))
     _, _, ops = _run_pipeline(model, _images(), tmp_path)
     assert ops.get("HARD_SWISH", 0) > 0
 
