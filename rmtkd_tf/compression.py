@@ -37,7 +37,7 @@ from rmtkd_tf.distill import check_hyperparameters
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import load_model, save_model
-from rmtkd_tf.model_walk import check_rebuildable
+from rmtkd_tf.model_walk import check_rebuildable, skipped_summary
 from rmtkd_tf.schedules import SCHEDULES, budgeted, iterative
 from rmtkd_tf.steps import RunFolder, ValidationReference, accuracy
 
@@ -167,6 +167,9 @@ def run(model, data, config, output_dir, resume=False, log=print):
     if not eligible:
         raise RMTKDError("the model has no Dense, Conv1D, Conv2D or SeparableConv2D layer to factorize")
     check_rebuildable(model)  # refuse before calibrating a model that surgery could not rebuild
+    skipped = skipped_summary(model)  # DepthwiseConv2D, grouped convs, embeddings, ... (docs/layers.md)
+    if skipped:
+        log(skipped)
     reference = ValidationReference(model, data)
 
     if resume:

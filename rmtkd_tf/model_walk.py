@@ -432,3 +432,27 @@ def output_positions_per_call(layer):
             shape = tuple(tensor.shape)
             counts.append(int(np.prod([s for s in shape[1:-1] if s is not None])) if len(shape) > 2 else 1)
     return counts
+
+
+def skipped_summary(model):
+    """One line on the layers with weights that RMT-KD leaves as they are, grouped by reason; None if there are none.
+
+    Only layers skipped for a specific reason are listed (depthwise, grouped, transposed convs, embeddings,
+    recurrent layers, ...): not weightless layers, normalisations or other layers with no matrix product.
+
+    >>> inputs = keras.Input((8, 8, 4))
+    >>> x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Conv2D(4, 1, groups=2, name="g")(x))
+    >>> print(skipped_summary(model))
+    left as they are: 1 DepthwiseConv2D (filters each channel on its own: no channel-mixing matrix to factorize (the 1x1 convs around it are)); 1 Conv2D (grouped convolution (groups=2): its block-diagonal kernel is not factorized)
+    """
+    groups = {}
+    for _, layer in iter_graph_layers(model):
+        status, reason = layer_support(layer)
+        generic = reason == f"{type(layer).__name__} layers are not factorized"
+        if status == SKIPPED and layer.weights and not generic and not isinstance(layer, keras.layers.BatchNormalization):
+            groups.setdefault((type(layer).__name__, reason), []).append(layer)
+    if not groups:
+        return None
+    parts = [f"{len(layers)} {name} ({reason})" for (name, reason), layers in groups.items()]
+    return "left as they are: " + "; ".join(parts)

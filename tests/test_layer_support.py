@@ -15,7 +15,7 @@ from rmtkd_tf.export import export_tflite
 from rmtkd_tf.factorization import leading_eigenvectors
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.layers import LowRankConv1D, LowRankSeparableConv2D
-from rmtkd_tf.model_walk import CANDIDATE, SKIPPED, layer_support
+from rmtkd_tf.model_walk import CANDIDATE, SKIPPED, layer_support, skipped_summary
 from rmtkd_tf.output_weighting import output_weighting
 from rmtkd_tf.selection import decide_ranks
 from rmtkd_tf.spectral import get_rank_rule
@@ -55,6 +55,8 @@ def test_separable_conv1d_grouped_and_depthwise_through_surgery(tmp_path):
     x = rng.normal(size=(32, 10, 10, 3)).astype("float32")
     layers = dict(candidate_layers(model))
     assert set(layers) == {"sep", "grouped", "causal", "strided", "logits"}  # not the depthwise conv
+    assert skipped_summary(model).startswith("left as they are: 1 DepthwiseConv2D (filters each channel on its own")
+    assert "; 1 Conv2D (grouped convolution (groups=4)" in skipped_summary(model)
     stats = collect_activations(model, x)
     assert (stats["sep"].kind, stats["sep"].dim, stats["sep"].n_samples) == ("separable_conv2d", 12, 3200)
     assert (stats["strided"].kind, stats["strided"].n_samples) == ("conv1d", 32 * 49)
