@@ -33,6 +33,7 @@ from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import load_model, save_model
 from rmtkd_tf.schedules import SCHEDULES, budgeted, iterative
 from rmtkd_tf.schedules.iterative import next_open_layer  # noqa: F401  (public since the callback uses it)
+from rmtkd_tf.spectral import rank_rules
 from rmtkd_tf.steps import RunFolder, ValidationReference, accuracy, distil, distil_keep_better  # noqa: F401
 from rmtkd_tf.steps import n_rows as _length  # noqa: F401  (kept for callers of the old name)
 
@@ -47,8 +48,11 @@ class CompressionConfig:
     """Parameters of an RMT-KD run (all explicit, all recorded in the history)."""
 
     schedule: str = "budgeted"  # or "iterative" (the paper's layer-by-layer loop)
-    rank_rule: str = "mp"
-    rule_params: dict = dataclasses.field(default_factory=lambda: {"tau": 0.5})
+    # A name ("mp", "energy", ...), a dict or a RankRule, resolved by rmtkd_tf.spectral.rank_rules.get with
+    # rule_params (for a name: that rule's parameters, None: its defaults) and stored as its serialised dict
+    # {"class_name": ..., "config": {...}} with rule_params None, so that state.json records every parameter.
+    rank_rule: str | dict | rank_rules.RankRule = "mp"
+    rule_params: dict | None = None
     target_params: float | None = None  # params <= target_params * original
     target_flops: float | None = None  # FLOPs <= target_flops * original
     min_rank_ratio: float = 0.02  # never below ceil(min_rank_ratio * d)
@@ -81,6 +85,8 @@ class CompressionConfig:
     confidence: float = 0.95  # two-sided level of the validation drop's interval (rmtkd_tf.acceptance)
 
     def __post_init__(self):
+        self.rank_rule = rank_rules.serialize(rank_rules.get(self.rank_rule, **(self.rule_params or {})))
+        self.rule_params = None
         if self.schedule not in SCHEDULES:
             raise RMTKDError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.allocation_cost not in COST_METRICS:

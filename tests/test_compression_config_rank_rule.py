@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 
 import keras
 
 from rmtkd_tf.compress import CompressionConfig, CompressionData, compress
+from rmtkd_tf.errors import RMTKDError
 
 
 def _tiny_task(seed=0, n=240):
@@ -31,3 +33,38 @@ def test_energy_rule_by_name_runs_with_its_own_defaults(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     rules = [decision["rule"] for step in history["steps"] for decision in step["decisions"] if decision.get("rule")]
     assert rules and all(rule["rule"] == "energy" and rule["params"] == {"fraction": 0.95} for rule in rules)
+
+
+def test_name_dict_and_instance_give_the_same_recorded_config():
+    from rmtkd_tf.spectral.rank_rules import EnergyRule
+
+    expected = {"class_name": "EnergyRule", "config": {"fraction": 0.9}}
+    for rank_rule, rule_params in [("energy", {"fraction": 0.9}), ({"name": "energy", "fraction": 0.9}, None),
+                                   (expected, None), (EnergyRule(0.9), None), ("EnergyRule", {"fraction": 0.9})]:
+        config = CompressionConfig(rank_rule=rank_rule, rule_params=rule_params)
+        assert config.rank_rule == expected and config.rule_params is None
+    default = CompressionConfig()
+    assert default.rank_rule == {"class_name": "MarchenkoPasturRule", "config": {"tau": 0.5, "fit": True}}
+
+
+def test_recorded_config_rebuilds_the_same_config_and_replace_switches_rules():
+    import dataclasses
+
+    config = CompressionConfig(rank_rule="fixed-rank", rule_params={"rank": 3})
+    recorded = json.loads(json.dumps(dataclasses.asdict(config)))  # what state.json holds
+    assert CompressionConfig(**recorded) == config
+    # A new rule by name does not inherit the old rule's parameters (the bug's other face).
+    assert dataclasses.replace(config, rank_rule="energy").rank_rule["config"] == {"fraction": 0.95}
+    assert dataclasses.replace(config, rule_params={"rank": 5}).rank_rule["config"] == {"rank": 5}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"rank_rule": "svd"}, "unknown rank rule 'svd'"),
+     ({"rank_rule": "energy", "rule_params": {"fraction": 2}}, "fraction must be in (0, 1]"),
+     ({"rank_rule": "fixed-rank", "rule_params": {"rank": 2.5}}, "rank must be a positive integer")],
+)
+def test_bad_rank_rules_fail_at_config_time_in_one_line(kwargs, message):
+    with pytest.raises(RMTKDError) as info:
+        CompressionConfig(**kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
