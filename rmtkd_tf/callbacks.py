@@ -49,6 +49,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.compress import CompressionConfig, CompressionData, accuracy, distil, next_open_layer
 from rmtkd_tf.distill import check_hyperparameters
@@ -155,11 +156,11 @@ class RMTKDCallback(keras.callbacks.Callback):
     ):
         super().__init__()
         self.start_accuracy = _check_start_accuracy(start_accuracy)
-        self.reduce_every = _check_int(reduce_every, "reduce_every", minimum=1)
-        self.epochs_per_step = _check_int(epochs_per_step, "epochs_per_step", minimum=0)
-        self.batch_size = _check_int(batch_size, "batch_size", minimum=1)
-        self.verbose = _check_int(verbose, "verbose", minimum=0)
-        self.seed = _check_int(seed, "seed", minimum=0)
+        self.reduce_every = check_integer(reduce_every, "reduce_every", minimum=1)
+        self.epochs_per_step = check_integer(epochs_per_step, "epochs_per_step", minimum=0)
+        self.batch_size = check_integer(batch_size, "batch_size", minimum=1)
+        self.verbose = check_integer(verbose, "verbose", minimum=0)
+        self.seed = check_integer(seed, "seed", minimum=0)
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) or not (
             math.isfinite(learning_rate) and learning_rate > 0
         ):
@@ -383,12 +384,6 @@ def _copy_model(model):
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_start_accuracy(value):

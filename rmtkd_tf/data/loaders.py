@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.errors import RMTKDError
 
 MODALITIES = ("image", "text", "tabular")
@@ -151,8 +152,7 @@ def load_data(
         DataLoadError: a missing path, an unknown format, an empty data set, inconsistent x/y lengths,
             images of mixed shapes without `image_size`, a tfds data set that cannot be fetched, ...
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise DataLoadError(f"limit must be a positive integer or None, got {limit!r}")
+    limit = check_integer(limit, "limit", allow_none=True, error=DataLoadError)
     image_size = _normalize_image_size(image_size)
     spec = str(spec)
     if spec.startswith("tfds:"):
