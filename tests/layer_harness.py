@@ -5,7 +5,8 @@ weight counts, `get_config` / `from_config` (same config, same outputs with the 
 save / load inside a Functional model (same class, config and outputs), one training step (gradients reach
 every trainable weight), and the dtype policies: `dtype="float16"` (float16 outputs and variables, Keras'
 meaning of a plain dtype), `dtype="mixed_float16"` and the global `keras.config.set_dtype_policy("mixed_float16")`
-(float16 outputs, float32 variables).
+(float16 outputs, float32 variables, the float32 layer's function to half precision; a mixed model saved as
+`.keras` reloads mixed).
 """
 
 import keras
@@ -82,8 +83,9 @@ def run_layer_test(layer_cls, init_kwargs, inputs, tmp_path, call_kwargs=None, e
     rebuilt.set_weights(layer.get_weights())
     np.testing.assert_allclose(_numpy(_call(rebuilt, inputs, call_kwargs)), expected, rtol=1e-5, atol=1e-5)
 
-    # .keras save / load in a Functional model.
+    # .keras save / load in a Functional model (a symbolic call: the batch axis is None).
     model, feed = _functional(layer, inputs, call_kwargs)
+    assert tuple(model.output.shape) == (None, *expected_output_shape[1:]), model.output.shape
     path = tmp_path / f"{layer_cls.__name__}.keras"
     model.save(path)
     reloaded = keras.models.load_model(path)
@@ -107,8 +109,18 @@ def run_layer_test(layer_cls, init_kwargs, inputs, tmp_path, call_kwargs=None, e
     keras.config.set_dtype_policy("mixed_float16")
     try:
         _check_policy(layer_cls, init_kwargs, inputs, call_kwargs, layer, "float32")
-        model, feed = _functional(layer_cls(**init_kwargs), inputs, call_kwargs)
+        mixed_layer = layer_cls(**init_kwargs)
+        model, feed = _functional(mixed_layer, inputs, call_kwargs)
         assert _dtype(model(feed)) == "float16"
+        path = tmp_path / f"{layer_cls.__name__}_mixed.keras"
+        model.save(path)
     finally:
         keras.config.set_dtype_policy(previous)
+    # A mixed-precision model reloads mixed, under the default policy.
+    reloaded = keras.models.load_model(path)
+    reloaded_layer = next(lay for lay in reloaded.layers if lay.name == mixed_layer.name)
+    assert reloaded_layer.dtype_policy.name == "mixed_float16"
+    assert _dtype(reloaded(feed)) == "float16"
+    assert all(_dtype(w) == "float32" for w in reloaded_layer.weights if "float" in _dtype(w))
+    np.testing.assert_allclose(_numpy(reloaded(feed)).astype("float32"), _numpy(model(feed)).astype("float32"))
     return layer
