@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rmtkd_tf.arguments import check_integer
+from rmtkd_tf.arguments import check_int_tuple, check_integer
 from rmtkd_tf.errors import RMTKDError
 
 MODALITIES = ("image", "text", "tabular")
@@ -763,13 +763,4 @@ def _modality_of(x: np.ndarray) -> str:
 def _normalize_image_size(image_size) -> tuple[int, int] | None:
     if image_size is None:
         return None
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        height, width = (int(v) for v in image_size)
-        valid = height > 0 and width > 0 and all(float(v) == int(v) for v in image_size)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise DataLoadError(f"image_size must be a positive int or (height, width), got {image_size!r}")
-    return height, width
+    return check_int_tuple(image_size, "image_size", error=DataLoadError)  # (height, width)
