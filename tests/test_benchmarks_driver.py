@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import driver, render, schema, timing
+from benchmarks import driver, floor, render, schema, timing
 from benchmarks.report import aggregate, compress_results, sections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ OLD_SCRIPTS = {"benchmarks/run_compression.py": "compress", "benchmarks/compare_
                "benchmarks/latency_floor.py": "floor"}
 
 
-@pytest.mark.parametrize("module", [driver, render, schema, timing])
+@pytest.mark.parametrize("module", [driver, render, schema, timing, floor])
 def test_docstring_examples(module):
     assert doctest.testmod(module).failed == 0
 
@@ -106,14 +106,12 @@ def test_every_task_config_is_valid_and_has_its_result():
     configs = driver.task_configs()
     assert len(configs) >= 19
     for stem, config in configs.items():
+        assert (ROOT / "benchmarks" / "results" / f"{stem}.json").is_file(), f"configs/{stem} has no result"
+        assert config.get("description"), stem
         if config["kind"] == "arm64":
             continue
         args = driver.parse([config["kind"], "--task", f"configs/{stem}"])
         assert args.teacher and args.data
-        if config.get("seeds"):
-            assert (ROOT / "benchmarks" / "results" / f"{stem}.json").is_file()
-        elif config["kind"] == "compare":
-            assert (ROOT / "benchmarks" / "results" / f"{stem}.json").is_file()
 
 
 def test_flags_override_the_config_and_name_takes_the_seed():
@@ -256,3 +254,22 @@ OLD_DEFAULTS = {
 def test_defaults_match_the_replaced_scripts(command):
     args = driver.parse([command, "--teacher", "t.keras", "--data", "d"])
     assert {key: getattr(args, key) for key in OLD_DEFAULTS[command]} == OLD_DEFAULTS[command]
+
+
+@pytest.mark.slow
+def test_compress_runs_end_to_end_on_the_packaged_model(tmp_path, capsys):
+    """The driver's `compress` on the packaged CIFAR-10 CNN and sample: a version-2 result that renders."""
+    out = tmp_path / "e2e.json"
+    argv = ["compress", "--teacher", "rmtkd_tf/assets/cifar10_cnn.keras", "--data", "rmtkd_tf/assets/cifar10_sample.npz",
+            "--epochs", "1", "--target-params", "0.6", "--runs", "5", "--name", "e2e", "--out", str(out),
+            "--run-dir", str(tmp_path / "run")]
+    assert driver.main(argv) == 0
+    result = schema.read_result(out)
+    assert (result["schema_version"], result["kind"], result["name"]) == (2, "compress", "e2e")
+    assert result["command"] == driver.command_line(argv) and "command_as_run" not in result
+    student = result["methods"][0]
+    assert student["params"] <= 0.6 * result["teacher"]["params"] + 1
+    assert set(student["exports"]) == {"fp32", "fp16", "int8"} and student["latency"]["fp32"]["speedup_vs_teacher"] > 0
+    assert result["settings"]["timing_protocol"] == timing.PROTOCOL
+    table = render.results_table([result])
+    assert "| e2e |" in table and driver.command_line(argv) in table
