@@ -3,7 +3,8 @@
     python -m benchmarks compare --task configs/compare_cifar10_cnn        # a committed comparison
     python -m benchmarks compress --task configs/cifar10_mlp                # a committed results-table row
     python -m benchmarks compare --teacher rmtkd_tf/assets/cifar10_cnn.keras --data ../shared/data/cifar10 \
-        --limit 300 --methods rmtkd-mp,svd-rmtkd-ranks --epochs 1 --runs 20 --name smoke   # a few minutes
+        --limit 300 --methods rmtkd-mp,svd-rmtkd-ranks --epochs 1 --target-params 0.5 --runs 10 --name smoke \
+        --out /tmp/compare_smoke.json --run-dir /tmp/compare_smoke     # a few minutes on 2 cores
 
 `compress` is `compare` with one method, RMT-KD with `--rank-rule` (`rmtkd-mp` in the result), exported at
 fp32, fp16 and int8. Every method starts from the same teacher, sees the same calibration / validation /

@@ -232,7 +232,8 @@ def parse(argv):
         subparser = _subparser(parser, args.command)
         try:
             config = load_config(args.task)
-            defaults = config_defaults(subparser, config, args.command)
+            # `report` renders any task's results; the others take the task's settings as their defaults.
+            defaults = {} if args.command == "report" else config_defaults(subparser, config, args.command)
         except ConfigError as error:
             subparser.error(str(error))
         subparser.set_defaults(**defaults)
@@ -284,6 +285,7 @@ def main(argv=None):
 
         return arm64_run.main(args.args, command=args.command_line)
 
+    from benchmarks.schema import ResultError
     from rmtkd_tf.errors import RMTKDError
 
     try:
@@ -299,6 +301,6 @@ def main(argv=None):
             from benchmarks.report import run
 
             run(args)
-    except RMTKDError as error:  # bad input (data, lengths, model): one line, not a traceback
+    except (RMTKDError, ResultError) as error:  # bad input (data, lengths, model, result): one line
         raise SystemExit(f"error: {error}") from None
     return 0

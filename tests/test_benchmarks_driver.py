@@ -273,3 +273,17 @@ def test_compress_runs_end_to_end_on_the_packaged_model(tmp_path, capsys):
     assert result["settings"]["timing_protocol"] == timing.PROTOCOL
     table = render.results_table([result])
     assert "| e2e |" in table and driver.command_line(argv) in table
+
+
+def test_report_renders_a_task_of_any_kind(capsys):
+    assert driver.main(["report", "--task", "configs/cifar10_mlp_seeds"]) == 0
+    out = capsys.readouterr().out
+    assert "<!-- seeds:cifar10_mlp:begin -->" in out and render.section("seeds", "cifar10_mlp") in out
+    assert driver.main(["report", "--task", "configs/latency_floor_sst2_minilm_scratch"]) == 0  # no section: nothing
+
+
+def test_report_of_a_task_without_result_is_one_line(tmp_path, capsys):
+    path = tmp_path / "compare_nothing_yet.json"
+    path.write_text(json.dumps({"kind": "compare", "teacher": "t", "data": "d"}))
+    with pytest.raises(SystemExit, match="^error: .*compare_nothing_yet.json"):
+        driver.main(["report", "--task", str(path)])
