@@ -195,8 +195,10 @@ def _check_value(action, key, value, path):
     if python_type is not None:
         if isinstance(value, bool) or not isinstance(value, expected[python_type]):
             raise ConfigError(f"{path}: {key} must be a number ({kind}), got {value!r}")
-        if action.type(str(value)) is None:
-            raise ConfigError(f"{path}: invalid {key} {value!r}")
+        try:
+            action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            raise ConfigError(f"{path}: invalid {key} {value!r} ({error})") from None
     elif isinstance(action, argparse._StoreTrueAction):
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: {key} must be true or false")
@@ -278,10 +280,13 @@ def main(argv=None):
     if args.command == "train":
         import importlib
 
+        sys.argv[0] = f"python -m benchmarks train {args.what}"  # the usage line of the module's own parser
         module = importlib.import_module(TRAINERS[args.what])
         return module.main(args.args) or 0
     if args.command == "arm64":
         from benchmarks.arm64_qemu import run as arm64_run
+
+        sys.argv[0] = "python -m benchmarks arm64"
 
         return arm64_run.main(args.args, command=args.command_line)
 

@@ -145,6 +145,9 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     ({"kind": "compare", "teacher": "t", "data": "d", "bogus": 1}, "unknown option 'bogus'"),
     ({"kind": "compare", "teacher": "t", "data": "d", "limit": "many"}, "limit must be a number"),
     ({"kind": "compare", "teacher": "t", "data": "d", "order": "sideways"}, "order must be one of"),
+    ({"kind": "compare", "teacher": "t", "data": "d", "limit": 0}, "invalid limit 0"),
+    ({"kind": "compare", "teacher": "t", "data": "d", "limit": 2.5}, "limit must be a number (int)"),
+    ({"kind": "compare", "teacher": "t", "data": "d", "students": []}, "unknown option 'students'"),
 ])
 def test_bad_config_is_rejected(tmp_path, config, message, capsys):
     path = tmp_path / "task.json"
