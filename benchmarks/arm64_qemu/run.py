@@ -2,10 +2,10 @@
 
     sudo .venv/bin/python -m benchmarks arm64 --task configs/arm64_qemu     # the committed run, or:
     sudo .venv/bin/python -m benchmarks arm64 \\
-        --teacher benchmarks/runs/cifar10_cnn/teacher_fp32.tflite \\
-        --student benchmarks/runs/cifar10_cnn/student_fp32.tflite \\
-        --teacher benchmarks/runs/cifar10_cnn/teacher_int8.tflite \\
-        --student benchmarks/runs/cifar10_cnn/student_int8.tflite
+        --teacher benchmarks/runs/cifar10_cnn/teacher/model_fp32.tflite \\
+        --student benchmarks/runs/cifar10_cnn/rmtkd-mp/model_fp32.tflite \\
+        --teacher benchmarks/runs/cifar10_cnn/teacher/model_int8.tflite \\
+        --student benchmarks/runs/cifar10_cnn/rmtkd-mp/model_int8.tflite
 
 What it does (every step is cached, so a second run only repeats the last two):
 
