@@ -185,15 +185,14 @@ def _subparser(parser, command):
 def _check_value(action, key, value, path):
     if value is None:
         return
-    expected = {int: int, float: (int, float)}
     kind = getattr(action.type, "__name__", None)
-    python_type = {"int": int, "float": float}.get(kind)
+    accepted = {"int": int, "float": (int, float)}.get(kind)  # JSON numbers; a float option takes 1 as well as 1.0
     if action.nargs == "*":
         if not isinstance(value, list):
             raise ConfigError(f"{path}: {key} must be a list")
         return
-    if python_type is not None:
-        if isinstance(value, bool) or not isinstance(value, expected[python_type]):
+    if accepted is not None:
+        if isinstance(value, bool) or not isinstance(value, accepted):
             raise ConfigError(f"{path}: {key} must be a number ({kind}), got {value!r}")
         try:
             action.type(str(value))
@@ -226,7 +225,14 @@ def config_defaults(subparser, config, command):
 
 
 def parse(argv):
-    """`(args, config)`: the command line resolved against its task config (flags win). Errors exit like argparse."""
+    """The command line resolved against its task config (flags win); `args.config` is that config or None.
+
+    Errors (bad flags, a bad or missing config, a missing teacher/data) exit with status 2 and one line, like argparse.
+
+    >>> args = parse(["compare", "--task", "configs/cifar10_mlp_seeds", "--seed", "1"])
+    >>> args.name, args.limit, args.epochs, args.config["_path"].name
+    ('cifar10_mlp_seed1', 5000, 6, 'cifar10_mlp_seeds.json')
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     config = None
