@@ -225,9 +225,6 @@ def run(args, kind="compare"):
     from rmtkd_tf.surgery import factorize_model
 
     name, stem, out_path, run_dir = result_paths(args, kind)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
     wanted = {"rmtkd-mp"} if kind == "compress" else set(args.methods.split(",")) | {"rmtkd-mp"}
 
     t_start = time.time()
@@ -248,6 +245,10 @@ def run(args, kind="compare"):
         match = "model" if teacher_encoder_params is None else "encoder"
     if match == "encoder" and teacher_encoder_params is None:
         raise SystemExit("error: --match-params encoder needs a teacher with transformer encoder blocks")
+    # The work folder is this driver's own (checkpoints, exports); emptied only once the inputs have loaded.
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
     # compress() would evaluate on the test split for its report; that is measurement, not compression,
     # so the loops get the data without it (and stay comparable).
     loop_data = dataclasses.replace(data, x_test=None, y_test=None)
