@@ -218,7 +218,8 @@ def run(args, kind="compare"):
         uniform_rank_plan,
         width_for_parameter_count,
     )
-    from rmtkd_tf.compress import CompressionConfig, compress
+    from rmtkd_tf.compression import CompressionConfig
+    from rmtkd_tf.compression import run as run_rmtkd_loop
     from rmtkd_tf.io import save_model, write_json
     from rmtkd_tf.pipeline import load_task
     from rmtkd_tf.steps import accuracy
@@ -249,7 +250,7 @@ def run(args, kind="compare"):
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    # compress() would evaluate on the test split for its report; that is measurement, not compression,
+    # The RMT-KD run would evaluate on the test split for its report; that is measurement, not compression,
     # so the loops get the data without it (and stay comparable).
     loop_data = dataclasses.replace(data, x_test=None, y_test=None)
     base = dict(epochs_per_step=args.epochs_per_step, max_steps=args.max_steps, final_epochs=args.final_epochs,
@@ -340,7 +341,8 @@ def run(args, kind="compare"):
                                        target_params=args.target_params, **base)
         log(f"{method}: compress(schedule={schedule!r}) with rule {rule} {rule_params}")
         t0 = time.time()
-        student, report = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
+        student, report = run_rmtkd_loop(teacher, loop_data, config, run_dir / method / "loop",
+                                         log=lambda m: log(f"  {m}"))
         wall = time.time() - t0
         state = json.loads((run_dir / method / "loop" / "state.json").read_text())
         extra = dict(schedule=schedule, ranks=factorized_ranks(student), stopped=state["stopped"])
@@ -360,7 +362,7 @@ def run(args, kind="compare"):
         return student, entry
 
     def keep_better(student, before_weights, acc_before):
-        # compress()'s rule: when fine-tuning lowers validation accuracy, keep the surgery-only weights.
+        # the iterative schedule's rule: when fine-tuning lowers validation accuracy, keep the surgery-only weights.
         acc_after = accuracy(student, data.x_validation, data.y_validation)
         if acc_before is not None and acc_after is not None and acc_after < acc_before:
             student.set_weights(before_weights)
