@@ -16,6 +16,7 @@ a short loop over these shared steps:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import keras
@@ -62,18 +63,23 @@ def calibration_inputs(data, config):
     return take_rows(data.x_calibration, np.arange(count))
 
 
-def analyse(model, data, config, rule, paths, noise_priors=None):
+def analyse(model, data, config, rule, paths, noise_priors=None, log=None):
     """Collect the covariances of `paths` and decide their ranks.
 
     Returns `(decisions, factors, statistics)` as `rmtkd_tf.selection.decide_ranks` does,
     plus the raw `LayerStatistics` by path. `noise_priors` (path -> the noise fit of an
-    earlier analysis of that layer) makes the rank rule reuse that noise level.
+    earlier analysis of that layer) makes the rank rule reuse that noise level. `log` (a
+    `rmtkd_tf.progress.RunLog`) shows the collection's progress.
     """
+    from rmtkd_tf.progress import progress_of
     from rmtkd_tf.selection import decide_ranks
 
     layers = dict(candidate_layers(model, paths))
-    statistics = collect_activations(model, calibration_inputs(data, config), layers=paths,
-                                     batch_size=config.batch_size)
+    inputs = calibration_inputs(data, config)
+    batches = math.ceil(n_rows(inputs) / config.batch_size)
+    with progress_of(log, f"collecting activations of {len(layers)} layers", batches, "batch") as bar:
+        statistics = collect_activations(model, inputs, layers=paths, batch_size=config.batch_size,
+                                         progress=bar.update)
     decisions, factors = decide_ranks(layers, statistics, rule, min_rank_ratio=config.min_rank_ratio,
                                       noise_priors=noise_priors)
     return decisions, factors, statistics
@@ -126,7 +132,7 @@ def _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, 
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
-def distil_keep_better(student, teacher, data, config, epochs, seed):
+def distil_keep_better(student, teacher, data, config, epochs, seed, callbacks=()):
     """Distil, then keep whichever of the weights before/after scores better on validation.
 
     Distillation can make a student worse (e.g. a learning rate too high for a converged teacher);
@@ -135,7 +141,7 @@ def distil_keep_better(student, teacher, data, config, epochs, seed):
     """
     weights_before = student.get_weights()
     acc_before = accuracy(student, data.x_validation, data.y_validation)
-    logs = distil(student, teacher, data, config, epochs, seed=seed)
+    logs = distil(student, teacher, data, config, epochs, seed=seed, callbacks=callbacks)
     acc_after = accuracy(student, data.x_validation, data.y_validation)
     kept = not (acc_before is not None and acc_after is not None and acc_after < acc_before)
     if not kept:

@@ -24,6 +24,7 @@ from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import save_model
 from rmtkd_tf.model_walk import iter_graph_layers
+from rmtkd_tf.progress import FitProgress, emit
 from rmtkd_tf.steps import analyse, distil_keep_better, seed_step
 from rmtkd_tf.surgery import factorize_model
 
@@ -124,7 +125,8 @@ def run(model, data, config, folder, state, log, current, reference, rule, eligi
         seed_step(config.seed, step)
         params_now = int(current.count_params())
         decisions, factors, _ = analyse(current, data, config, rule, group,
-                                        noise_priors={p: noise[p] for p in group if p in noise})
+                                        noise_priors={p: noise[p] for p in group if p in noise}, log=log)
+        emit(log, "analysis", step=step, decisions=decisions)
         for decision in decisions:
             if decision.noise is not None and decision.path not in noise:
                 noise[decision.path] = decision.noise
@@ -144,8 +146,10 @@ def run(model, data, config, folder, state, log, current, reference, rule, eligi
             continue
 
         student = factorize_model(current, factors)
+        shown = FitProgress(log, f"step {step}: distilling", config.epochs_per_step,
+                            math.ceil(len(data.y_train) / config.batch_size), stage=f"step {step}")
         logs, acc_after_surgery, acc_tuned, kept_fine_tuning = distil_keep_better(
-            student, current, data, config, config.epochs_per_step, seed=config.seed * 1000 + step
+            student, current, data, config, config.epochs_per_step, seed=config.seed * 1000 + step, callbacks=[shown]
         )
         check = reference.check(student, data, config)
         record.update(
@@ -174,6 +178,10 @@ def run(model, data, config, folder, state, log, current, reference, rule, eligi
             log(f"step {step}: {ranks}: params {params_now} -> {record['params_after']}, "
                 f"val acc {val if val is None else round(val, 2)}")
         record["wall_s"] = round(time.time() - t0, 2)
+        emit(log, "step", step=step, ranks={d.path: d.rank for d in decisions if d.rank is not None},
+             params=record["params_after"], flops=record["flops_after"],
+             val_accuracy_after_surgery=acc_after_surgery, val_accuracy=check["val_accuracy"], drop=check["drop"],
+             accepted=record["accepted"], losses=logs)
         state["steps"].append(record)
         state["next_step"] = step + 1
         folder.save_state(state)
@@ -188,7 +196,10 @@ def _final_distillation(model, current, data, config, folder, state, log, refere
     if config.final_epochs <= 0 or state["accepted_step"] == 0 or state.get("final_done"):
         return current
     seed_step(config.seed, 10_000)
-    _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs, seed=config.seed)
+    shown = FitProgress(log, "final distillation from the original teacher", config.final_epochs,
+                        math.ceil(len(data.y_train) / config.batch_size), stage="final")
+    _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs,
+                                                        seed=config.seed, callbacks=[shown])
     log(f"final distillation from the original teacher: val acc {acc_before} -> {acc_after}")
     save_model(current, folder.checkpoint_path(state["accepted_step"]))
     state["final_done"] = True
