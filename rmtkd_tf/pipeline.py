@@ -293,6 +293,7 @@ def _write_run_report(output_dir, report, spectra, log):
     """`report.md` and its plots; a plot that fails is a warning, never the end of a finished run."""
     from rmtkd_tf.run_report import write_run_report
 
+    log(f"plotting {len(spectra.decisions)} spectra, the ranks and teacher vs student for report.md")
     try:
         path = write_run_report(output_dir, report, spectra)
     except Exception as error:  # noqa: BLE001 (the student and report.json are already written)

@@ -57,7 +57,8 @@ class Progress:
         self.closed = False
         if mode == "bar":
             self.write(f"{label}: {total if total is not None else '?'} {_plural(unit, total)}")
-            self.bar = keras.utils.Progbar(total, unit_name=unit)
+            # Values (a running mean loss from fit) are shown as given, not averaged again.
+            self.bar = keras.utils.Progbar(total, unit_name=unit, stateless_metrics=())
 
     def __enter__(self):
         return self

@@ -14,6 +14,7 @@ from .noise import validate_eigenvalues
 LOG_X_SPREAD = 1e3
 LOG_X_SPIKE_TO_EDGE = 50.0
 MAX_BINS = 1000
+MAX_LOG_BINS = 80
 
 
 # A fit whose bulk holds fewer than this share of the nonzero eigenvalues (or fewer than
@@ -120,7 +121,10 @@ def draw_spectrum(axes, eigenvalues, noise_fit, rank, title, log_x=None):
         edges = np.linspace(low - 0.5, high + 0.5, 2) if log_x else np.linspace(low * 0.9, high * 1.1 + 1e-12, 2)
     else:
         width = (bulk_high - low) / n_bulk_bins if bulk_high > low else (high - low) / n_bulk_bins
-        n_bins = int(min(MAX_BINS, max(1, math.ceil((high - low) / width))))
+        # On a log axis the spikes spread over decades: more than about 4 sqrt(N) bins (at most
+        # MAX_LOG_BINS) would leave each eigenvalue a sliver of its own.
+        cap = int(np.clip(4 * math.sqrt(nonzero.size), 20, MAX_LOG_BINS)) if log_x else MAX_BINS
+        n_bins = int(min(cap, max(1, math.ceil((high - low) / width))))
         edges = np.linspace(low, high, n_bins + 1)
     # Density per unit of the axis variable: eigenvalue, or log10(eigenvalue) on a log axis.
     density, _ = np.histogram(transform(nonzero), bins=edges, density=True)
