@@ -22,6 +22,7 @@ False
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import re
@@ -136,5 +137,13 @@ class _NativeStderrFilter:
 
 
 def filter_native_stderr():
-    """Install the fd-2 filter for the rest of the process (the console script does, the test runner does not)."""
+    """Install the fd-2 filter for the rest of the process (the console script does, the test runner does not).
+
+    Returns None, leaving stderr as it is, where file descriptor 2 cannot be duplicated (closed, or no OS file).
+    """
+    try:
+        os.fstat(2)
+        sys.stderr.fileno()
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
     return _NativeStderrFilter()
