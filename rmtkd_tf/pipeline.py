@@ -195,6 +195,8 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
     decisions, _ = decide_ranks(layers, statistics, rule)
     emit(log, "analysis", step=0, decisions=decisions)
     entries = []
+    plotting = progress_of(log if plots else None, "plotting spectra",
+                           sum(d.eigenvalues is not None and d.eigenvalues.max() > 0 for d in decisions), "layer")
     for decision in decisions:
         entry = decision.to_dict(with_eigenvalues=True)
         if decision.eigenvalues is not None and decision.eigenvalues.max() > 0:
@@ -208,7 +210,9 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
                 plot_spectrum(decision.eigenvalues, fit, decision.rule_rank,
                               f"{decision.path} (d={decision.dim}, n={decision.n_samples}, n_eff={decision.n_effective})", png)
                 entry["plot"] = png.name
+                plotting.update()
         entries.append(entry)
+    plotting.close()
     write_json(output_dir / "spectra.json", {"model": str(task.model_path), "data": task.description, "rank_rule": rule.to_dict(), "layers": entries})
     log(f"wrote {output_dir / 'spectra.json'}")
     return {"layers": entries, "table": format_layer_table(decisions)}
@@ -293,9 +297,9 @@ def _write_run_report(output_dir, report, spectra, log):
     """`report.md` and its plots; a plot that fails is a warning, never the end of a finished run."""
     from rmtkd_tf.run_report import write_run_report
 
-    log(f"plotting {len(spectra.decisions)} spectra, the ranks and teacher vs student for report.md")
+    log("plotting teacher vs student, the ranks and the spectra for report.md")
     try:
-        path = write_run_report(output_dir, report, spectra)
+        path = write_run_report(output_dir, report, spectra, log=log)
     except Exception as error:  # noqa: BLE001 (the student and report.json are already written)
         log(f"warning: report.md not written: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         return None

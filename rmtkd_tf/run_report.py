@@ -135,8 +135,12 @@ def _rank_rows(report, spectra):
     return rows
 
 
-def write_run_report(output_dir, report, spectra=None):
-    """Write `report.md` and its plots into `output_dir`; returns the path of `report.md`."""
+def write_run_report(output_dir, report, spectra=None, log=None):
+    """Write `report.md` and its plots into `output_dir`; returns the path of `report.md`.
+
+    `log` (a `rmtkd_tf.progress.RunLog`) shows the progress of the spectrum plots, one per layer.
+    """
+    from rmtkd_tf.progress import progress_of
     from rmtkd_tf.spectral import plot_spectrum
     from rmtkd_tf.spectral.noise import NoiseFit
 
@@ -194,17 +198,18 @@ def write_run_report(output_dir, report, spectra=None):
         lines += [f"| {path} | {full} | {'-' if signal is None else signal} | {kept} |" for path, full, signal, kept in rank_rows]
         lines.append("")
     spectrum_lines = []
-    for path, decision in spectra.decisions.items():
-        eigenvalues = getattr(decision, "eigenvalues", None)
-        if eigenvalues is None or not np.max(eigenvalues) > 0:
-            continue
-        fit = NoiseFit.from_dict(decision.noise) if decision.noise else None
-        target = plots / f"spectrum_{_plot_file(path)}.png"
-        temporary = target.with_name(f".{target.name}.tmp")
-        plot_spectrum(eigenvalues, fit, decision.rule_rank,
-                      f"{path} (d={decision.dim}, n={decision.n_samples}, n_eff={decision.n_effective})", temporary)
-        os.replace(temporary, target)
-        spectrum_lines += [f"### {path}", "", f"![{path} spectrum]({PLOTS_DIR}/{target.name})", ""]
+    plotted = {path: decision for path, decision in spectra.decisions.items()
+               if getattr(decision, "eigenvalues", None) is not None and np.max(decision.eigenvalues) > 0}
+    with progress_of(log, "plotting spectra", len(plotted), "layer") as bar:
+        for path, decision in plotted.items():
+            fit = NoiseFit.from_dict(decision.noise) if decision.noise else None
+            target = plots / f"spectrum_{_plot_file(path)}.png"
+            temporary = target.with_name(f".{target.name}.tmp")
+            plot_spectrum(decision.eigenvalues, fit, decision.rule_rank,
+                          f"{path} (d={decision.dim}, n={decision.n_samples}, n_eff={decision.n_effective})", temporary)
+            os.replace(temporary, target)
+            spectrum_lines += [f"### {path}", "", f"![{path} spectrum]({PLOTS_DIR}/{target.name})", ""]
+            bar.update()
     if spectrum_lines:
         lines += ["## Spectra", "",
                   "Covariance eigenvalues of each layer's pre-activations on the calibration split, the fitted "

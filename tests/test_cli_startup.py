@@ -90,3 +90,34 @@ def test_analyze_is_silent_about_tensorflow_by_default_and_verbose_shows_it(tmp_
     verbose = _cli("-v", "analyze", "-o", str(tmp_path / "b"), "--limit", "200", "--no-plots")
     assert verbose.returncode == 0, verbose.stderr
     assert NOISE.search(verbose.stderr)  # TensorFlow's own start-up lines are back
+
+
+@pytest.mark.slow
+def test_compress_in_a_subprocess_prints_no_tensorflow_noise_and_follows_the_run(tmp_path):
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 240)
+    x = rng.normal(size=(240, 12)).astype("float32")
+    x[np.arange(240), y] += 3.0
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(32, activation="relu", name="fc"),
+                              keras.layers.Dense(3, name="logits")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:200], y[:200], epochs=3, verbose=0)
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    out = tmp_path / "out"
+    proc = _cli("compress", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"), "-o", str(out),
+                "--target-params", "0.6", "--distillation-epochs", "2", "--tensorboard", str(tmp_path / "tb"))
+    assert proc.returncode == 0, proc.stderr
+    assert not NOISE.search(proc.stderr), NOISE.search(proc.stderr).group(0)
+    assert not NOISE.search(proc.stdout)
+    lines = proc.stderr.splitlines()
+    assert lines[0].endswith("loading TensorFlow and Keras")
+    # Not a terminal: one plain line per stage, with its elapsed time.
+    assert any(re.search(r"collecting activations of \d+ layers: 1 batch in \d", line) for line in lines)
+    assert any(re.search(r"epoch 2/2: \d+ batches in \d", line) for line in lines)
+    assert any("report.md" in line for line in lines) and (out / "report.md").exists()
+    assert "tflite latency" in proc.stdout
