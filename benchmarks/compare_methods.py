@@ -83,7 +83,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # plot_compare beside this file
 
-# The orders of rmtkd_tf.compress.CompressionConfig (not imported here: argument parsing stays light).
+# The orders of rmtkd_tf.compression.CompressionConfig (not imported here: argument parsing stays light).
 ORDERS = ("shallow-to-deep", "block-by-block", "all-at-once")
 
 METHODS = (
@@ -220,7 +220,7 @@ class Evaluator:
 
         from rmtkd_tf.baselines import encoder_parameter_count
         from rmtkd_tf.bench.host import compare_tflite
-        from rmtkd_tf.compress import accuracy
+        from rmtkd_tf.steps import accuracy
         from rmtkd_tf.export import export_tflite, tflite_predict
         from rmtkd_tf.flops import model_flops
 
@@ -292,7 +292,8 @@ def run(args):
         uniform_rank_plan,
         width_for_parameter_count,
     )
-    from rmtkd_tf.compress import CompressionConfig, accuracy, compress
+    from rmtkd_tf.compression import CompressionConfig, run
+    from rmtkd_tf.steps import accuracy
     from rmtkd_tf.io import save_model, write_json
     from rmtkd_tf.pipeline import load_task
     from rmtkd_tf.surgery import factorize_model
@@ -321,7 +322,7 @@ def run(args):
         match = "model" if teacher_encoder_params is None else "encoder"
     if match == "encoder" and teacher_encoder_params is None:
         raise SystemExit("error: --match-params encoder needs a teacher with transformer encoder blocks")
-    # compress() would evaluate teacher and student on the test split for its report; that is
+    # run() would evaluate teacher and student on the test split for its report; that is
     # measurement, not compression, so the loops get the data without it (and stay comparable).
     loop_data = dataclasses.replace(data, x_test=None, y_test=None)
     base = dict(
@@ -421,7 +422,7 @@ def run(args):
                                        target_params=args.target_params, **base)
         log(f"{method}: compress(schedule={schedule!r}) with rule {rule} {rule_params}")
         t0 = time.time()
-        student, report = compress(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
+        student, report = run(teacher, loop_data, config, run_dir / method / "loop", log=lambda m: log(f"  {m}"))
         wall = time.time() - t0
         state = json.loads((run_dir / method / "loop" / "state.json").read_text())
         extra = dict(schedule=schedule, ranks=factorized_ranks(student), stopped=state["stopped"])
@@ -439,7 +440,7 @@ def run(args):
         return student, entry
 
     def keep_better(student, before_weights, acc_before):
-        # compress()'s rule: when fine-tuning lowers validation accuracy, keep the surgery-only weights.
+        # the iterative schedule's rule: when fine-tuning lowers validation accuracy, keep the surgery-only weights.
         acc_after = accuracy(student, data.x_validation, data.y_validation)
         if acc_before is not None and acc_after is not None and acc_after < acc_before:
             student.set_weights(before_weights)

@@ -58,7 +58,7 @@ def main():
 
     from rmtkd_tf.baselines import encoder_parameter_count
     from rmtkd_tf.bench.host import compare_tflite
-    from rmtkd_tf.compress import CompressionConfig
+    from rmtkd_tf.compression import CompressionConfig
     from rmtkd_tf.export import export_tflite
     from rmtkd_tf.io import write_json
     from rmtkd_tf.pipeline import compress_task, load_task

@@ -234,6 +234,20 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
     click.echo(result["table"])
 
 
+def _compression_config(options):
+    """The `CompressionConfig` of `compress`'s options: every option named like a config field sets that field;
+    the rank rule's parameters come from --tau / --energy / --rank / --ratio, the layer paths from --layers."""
+    import dataclasses
+
+    from rmtkd_tf.compression import CompressionConfig
+
+    values = {field.name: options[field.name] for field in dataclasses.fields(CompressionConfig) if field.name in options}
+    values["rule_params"] = _rule_params(options["rank_rule"], options["tau"], options["energy_fraction"],
+                                         options["fixed_rank"], options["fixed_ratio"])
+    values["layers"] = options["layers"].split(",") if options["layers"] else None
+    return CompressionConfig(**values)
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=True), required=False)
 @common_options
@@ -295,10 +309,10 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     packaged with rmtkd-tf, with the settings in rmtkd_tf/assets/demo_settings.json for the options not
     given (its 150 validation images cannot confirm a 1-point drop, so it cuts to a target).
     """
+    options = dict(locals())  # every option by its name, for the config (`_compression_config`)
     import dataclasses
 
     log = _run_log(quiet)
-    from rmtkd_tf.compress import CompressionConfig
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import compress_task
@@ -317,33 +331,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
         _fail(RMTKDError(f"model file not found: {model_path}" if not model_path.exists()
                          else f"{model_path} is a folder; pass a .keras file (SavedModel folders are not supported)"))
     try:
-        config = CompressionConfig(
-            schedule=schedule,
-            rank_rule=rank_rule,
-            rule_params=_rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
-            target_params=target_params,
-            target_flops=target_flops,
-            distillation_epochs=distillation_epochs,
-            distillation_learning_rate=distillation_learning_rate,
-            search_tolerance=search_tolerance,
-            max_attempts=max_attempts,
-            min_rank_ratio=min_rank_ratio,
-            max_drop=max_drop,
-            confidence=confidence,
-            order=order,
-            split_on_rollback=split_on_rollback,
-            layers=layers.split(",") if layers else None,
-            max_steps=max_steps,
-            epochs_per_step=epochs_per_step,
-            final_epochs=final_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            alpha=alpha,
-            temperature=temperature,
-            feature_weight=feature_weight,
-            calibration_samples=calibration_samples,
-            seed=seed,
-        )
+        config = _compression_config(options)
     except RMTKDError as exc:
         _fail(exc)
     data_settings = {"limit": limit, "seed": seed, "calibration_fraction": calibration_fraction,
