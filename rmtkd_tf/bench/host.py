@@ -413,8 +413,7 @@ def compare_tflite(a: str | os.PathLike, b: str | os.PathLike, threads: int = 1,
     the same number for both.
     """
     _check_counts(threads, warmup, runs)
-    if not isinstance(block_runs, (int, np.integer)) or block_runs < 1:
-        raise ValueError(f"block_runs must be an integer >= 1; got {block_runs!r}")
+    check_integer(block_runs, "block_runs")
     cpus = parse_cpu_mask(cpu_mask)
     meter, note = _rapl_meter_and_note(rapl_glob)
     with _cpu_affinity(cpus) as pinned:
