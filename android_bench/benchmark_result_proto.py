@@ -63,7 +63,7 @@ def file_descriptor_proto():
         "int32": descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
         "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
     }
-    proto = descriptor_pb2.FileDescriptorProto(name=PROTO_FILE, package=PROTO_PACKAGE, syntax="proto2")
+    proto = descriptor_pb2.FileDescriptorProto(name=PROTO_FILE, package=PROTO_PACKAGE)  # proto2: no syntax field
     proto.options.java_multiple_files = True
     proto.options.java_package = PROTO_PACKAGE
     for message_name, fields in _MESSAGES:
