@@ -349,3 +349,41 @@ def test_cli_adb_shorthand_selects_the_serial(model, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     result = CliRunner().invoke(bench, [str(model), "--adb", "SERIAL1", "--binary", str(model)])
     assert result.exit_code == 1 and "adb not found on PATH" in result.output
+
+
+# ----------------------------------------------------------------------------- the build script (dry run)
+
+SCRIPT = Path(__file__).parent.parent / "android_bench" / "build_benchmark_model.sh"
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("git") is None, reason="needs cmake and git")
+def test_build_script_dry_run_offline_sources(tmp_path):
+    deps = tmp_path / "deps"
+    for name in ("abseil-cpp", "fp16_headers"):
+        (deps / name).mkdir(parents=True)
+    env = {"PATH": "/usr/bin:/bin", "DEPS_DIR": str(deps), "TENSORFLOW_SRC": "/src/tf", "LITERT_SRC": "/src/litert"}
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--work", str(tmp_path / "w"), "--jobs", "3",
+                           "--xnnpack", "on"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("+ ")]
+    assert len(lines) == 2  # LITERT_SRC given: no clone; configure + build
+    configure = lines[0].split()
+    assert configure[1:5] == ["cmake", "-S", "/src/litert/tflite", "-B"]
+    for flag in ("-DTFLITE_ENABLE_BENCHMARK_MODEL=ON", "-DTFLITE_ENABLE_XNNPACK=ON", "-DTENSORFLOW_SOURCE_DIR=/src/tf",
+                 "-DFETCHCONTENT_FULLY_DISCONNECTED=ON", f"-DFETCHCONTENT_SOURCE_DIR_ABSEIL-CPP={deps / 'abseil-cpp'}",
+                 f"-DFP16_SOURCE_DIR={deps / 'fp16_headers'}"):
+        assert flag in configure, flag
+    assert "FETCHCONTENT_SOURCE_DIR_EIGEN" not in lines[0]  # absent deps are left to CMake
+    assert lines[1].split()[1:] == ["nice", "-n", "19", "cmake", "--build", str(tmp_path / "w" / "build-host"),
+                                    "--target", "benchmark_model", "-j", "3"]
+
+
+@pytest.mark.parametrize("args, message", [(["--arch", "arm"], "--arch must be host or aarch64"),
+                                           (["--jobs", "0"], "--jobs must be a positive integer"),
+                                           (["--frobnicate"], "unknown argument: --frobnicate")])
+def test_build_script_argument_errors(args, message):
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"build_benchmark_model.sh: {message} (see --help)"
+                                                                         if "unknown" in message else
+                                                                         f"build_benchmark_model.sh: {message}; got "
+                                                                         f"'{args[1]}'"]
