@@ -146,7 +146,7 @@ def check_tool_options(device, tool, serial, binary, binary_on_device, use_xnnpa
                                        "board) or --binary-on-device PATH")
 
 
-def tool_runner(device, tool, *, binary, binary_on_device, ssh_host, ssh_port, threads, warmup, runs, use_xnnpack,
+def tool_runner(device, tool, *, binary, binary_on_device, ssh_host, ssh_port, ssh_options=(), threads, warmup, runs, use_xnnpack,
                 cpu_mask):
     """A `path -> BenchmarkResult` function for an external tool on the host or over ssh."""
     if device == "host":
@@ -160,7 +160,7 @@ def tool_runner(device, tool, *, binary, binary_on_device, ssh_host, ssh_port, t
                                                   use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
     from android_bench.ssh import SshBoard
 
-    board = SshBoard(ssh_host, port=ssh_port)
+    board = SshBoard(ssh_host, port=ssh_port, ssh_options=ssh_options)
     return lambda path: board.benchmark_binary(path, binary=binary, binary_on_board=binary_on_device, threads=threads,
                                                warmup=warmup, runs=runs, use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
 
@@ -188,6 +188,8 @@ def _fail(error: BaseException) -> click.ClickException:
 @click.option("--binary-on-device", default=None, help="benchmark_model already on the device (adb/ssh).")
 @click.option("--ssh-host", default=None, help="ssh destination, e.g. pi@raspberrypi.local (ssh).")
 @click.option("--ssh-port", type=int, default=None, help="ssh port (ssh).")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="Extra ssh/scp -o option, repeatable, e.g. IdentityFile=~/.ssh/board (ssh).")
 @click.option("--use-xnnpack/--no-xnnpack", default=True, show_default=True, help="Use the XNNPACK CPU delegate.")
 @click.option("--use-gpu", is_flag=True, default=False, help="Use the GPU delegate (adb only).")
 @click.option("--cpu-mask", default=None, help="Hex CPU affinity mask, e.g. f0 for the big cores.")
@@ -196,7 +198,7 @@ def _fail(error: BaseException) -> click.ClickException:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
 @click.option("--overwrite", is_flag=True, help="Let -o replace an existing file that is not a JSON report.")
 def bench(model, other, threads, runs, warmup, device, tool, ssh_dest, adb_serial, serial, binary, binary_on_device,
-          ssh_host, ssh_port, use_xnnpack, use_gpu, cpu_mask, block_runs, energy, output, overwrite):
+          ssh_host, ssh_port, ssh_options, use_xnnpack, use_gpu, cpu_mask, block_runs, energy, output, overwrite):
     """Benchmark MODEL.tflite (latency, size, CPU time, memory, energy where measurable)."""
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.run_folder import check_output_file, looks_like_json
@@ -219,8 +221,9 @@ def bench(model, other, threads, runs, warmup, device, tool, ssh_dest, adb_seria
         raise click.ClickException("--serial/--binary/--binary-on-device only apply to --device adb or --tool benchmark_model")
     if device == "ssh" and not ssh_host:
         raise click.ClickException("--device ssh needs --ssh-host HOST")
-    if device != "ssh" and (ssh_host or ssh_port):
-        raise click.ClickException("--ssh-host/--ssh-port only apply to --device ssh")
+    if device != "ssh" and (ssh_host or ssh_port or ssh_options):
+        raise click.ClickException("--ssh-host/--ssh-port/--ssh-option only apply to --device ssh")
+    ssh_argv = [word for option in ssh_options for word in ("-o", option)]
     check_tool_options(device, tool, serial, binary, binary_on_device, use_xnnpack)
 
     from android_bench.errors import DeviceBenchError
@@ -229,7 +232,7 @@ def bench(model, other, threads, runs, warmup, device, tool, ssh_dest, adb_seria
     try:
         if tool != "interpreter" and device != "adb":
             run_one = tool_runner(device, tool, binary=binary, binary_on_device=binary_on_device, ssh_host=ssh_host,
-                                  ssh_port=ssh_port, threads=threads, warmup=warmup, runs=runs,
+                                  ssh_port=ssh_port, ssh_options=ssh_argv, threads=threads, warmup=warmup, runs=runs,
                                   use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
             first = run_one(model)
             report = first if other is None else ComparisonResult.from_pair(
@@ -256,7 +259,7 @@ def bench(model, other, threads, runs, warmup, device, tool, ssh_dest, adb_seria
             else:
                 from android_bench.ssh import SshBoard
 
-                target = SshBoard(ssh_host, port=ssh_port)
+                target = SshBoard(ssh_host, port=ssh_port, ssh_options=ssh_argv)
 
                 def run_one(path):
                     return target.benchmark(path, threads=threads, warmup=warmup, runs=runs,
