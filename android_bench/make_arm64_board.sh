@@ -7,10 +7,13 @@
 #   android_bench/make_arm64_board.sh ROOT [--benchmark-model AARCH64_BINARY]
 #
 # Needs root and Debian's debootstrap and qemu-user-static (apt-get install debootstrap qemu-user-static),
-# plus the Debian archive and PyPI (for the ai-edge-litert aarch64 wheel). Idempotent: an existing ROOT
+# plus the Debian archive and PyPI (this machine's pip downloads the aarch64 wheels of ai-edge-litert and
+# numpy; LITERT_VERSION pins the former, PYTHON picks the Python whose pip is used). Idempotent: an existing ROOT
 # with python3 skips the bootstrap. Registers qemu-aarch64 with binfmt_misc (with the F flag, so it also
 # runs inside a chroot) when it is not registered yet. With --benchmark-model the binary is copied to
 # ROOT/opt/benchmark_model. Then: RMTKD_ARM64_BOARD=ROOT pytest tests/test_ssh_board_e2e.py
+# ROOT and every folder above it must be root-owned and not group/world-writable (sshd's ChrootDirectory
+# rule), so use e.g. /srv/arm64-board, not a folder under /tmp.
 set -euo pipefail
 
 die() { echo "make_arm64_board.sh: $*" >&2; exit 2; }
@@ -44,9 +47,17 @@ if [ ! -x "$ROOT/usr/bin/python3" ]; then
   debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,ca-certificates "$SUITE" "$ROOT" "$MIRROR"
 fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The aarch64 wheels are downloaded by this machine's pip (its network and TLS settings), then installed
+# offline inside the root.
 if ! chroot "$ROOT" /opt/litert/bin/python -c "import ai_edge_litert, numpy" 2>/dev/null; then
+  mkdir -p "$ROOT/opt/wheels-arm64"
+  "${PYTHON:-python3}" -m pip download --quiet "ai-edge-litert${LITERT_VERSION:+==$LITERT_VERSION}" numpy \
+    --platform manylinux_2_27_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
+    --python-version "$(chroot "$ROOT" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
+    --implementation cp --only-binary=:all: -d "$ROOT/opt/wheels-arm64"
   chroot "$ROOT" python3 -m venv /opt/litert
-  chroot "$ROOT" /opt/litert/bin/pip install --quiet ai-edge-litert numpy
+  env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_CERT chroot "$ROOT" /opt/litert/bin/pip install --quiet --isolated \
+    --no-index --find-links /opt/wheels-arm64 ai-edge-litert numpy
 fi
 # The ssh benchmark runs `python3 - ...`: make that the venv's Python for every login.
 printf '#!/bin/sh\nexec /opt/litert/bin/python "$@"\n' > "$ROOT/usr/local/bin/python3"
