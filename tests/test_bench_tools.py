@@ -387,3 +387,17 @@ def test_build_script_argument_errors(args, message):
                                                                          if "unknown" in message else
                                                                          f"build_benchmark_model.sh: {message}; got "
                                                                          f"'{args[1]}'"]
+
+
+def test_real_ssh_session_on_the_qemu_board_replays(model):
+    """The recorded session (tests/data/ssh/README.md) gives the same command sequence and result."""
+    runner = ReplayRunner.from_file(DATA / "ssh" / "qemu_arm64_student_fp32.json")
+    opts = ["-o", "IdentityFile=board_key", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR"]
+    result = SshBoard("root@127.0.0.1", port=2222, ssh_options=opts, runner=runner).benchmark(
+        model, threads=1, warmup=3, runs=20, run_id="a64e2e01")
+    runner.assert_done()
+    assert (result.device.machine, result.device.os) == ("aarch64", "Linux-6.18.44-fc-v1045-aarch64-with-glibc2.36")
+    assert (result.runs, result.warmup_runs, result.batch_size) == (20, 3, 1)
+    assert result.latency_ms.min == pytest.approx(274.023249) and result.latency_ms.max == pytest.approx(1264.219578)
+    assert result.extra["runtime"] == "ai_edge_litert 2.3.0" and result.peak_rss_mb == pytest.approx(109144 / 1024)
