@@ -12,7 +12,8 @@
 # Offline: set LITERT_SRC (a LiteRT checkout), TENSORFLOW_SRC (a TensorFlow checkout) and DEPS_DIR, a folder
 # holding one checkout per dependency named as CMake names it (abseil-cpp, eigen, flatbuffers, gemmlowp,
 # ruy, farmhash, fft2d, cpuinfo, ml_dtypes, neon2sse, protobuf, xnnpack, fp16_headers, pthreadpool); each one found
-# there is passed as FETCHCONTENT_SOURCE_DIR_<NAME> and nothing is downloaded for it.
+# there is passed as FETCHCONTENT_SOURCE_DIR_<NAME> and nothing is downloaded for it (TFLite's
+# OverridableFetchContent still downloads a LICENSE for a dependency whose folder has none: add one).
 #
 # Output: DIR/build-<arch>/tools/benchmark/benchmark_model, and DIR/build-<arch>/SOURCES.txt recording the
 # commit of every source tree used. The binary stays out of git (tens of MB): rerun this script to rebuild.
