@@ -31,8 +31,9 @@
 #   https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/latest/android_aarch64_benchmark_model
 # and pass it as `rmtkd-tf bench m.tflite --adb --binary android_aarch64_benchmark_model`.
 #
-# Cost: a full build compiles protobuf, abseil and every TFLite kernel: about an hour of one fast core
-# with XNNPACK off, more with it on. `nice` keeps it from starving a shared machine.
+# Cost: a full build compiles protobuf, abseil and every TFLite kernel (several hundred C++ files; not
+# timed here: it was never run to the end on the project's build machine, which has no TensorFlow source).
+# `nice` keeps it from starving a shared machine.
 set -euo pipefail
 
 ARCH=host
@@ -52,7 +53,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=${2:-}; shift 2 ;;
     --xnnpack) XNNPACK=${2:-}; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
