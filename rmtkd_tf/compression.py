@@ -1,7 +1,9 @@
-"""RMT-KD: collect → select ranks → factorize → self-distil, on a schedule.
+"""An RMT-KD run on prepared data: `CompressionConfig`, `CompressionData`, `run`, its report.
 
-`compress(model, data, config, output_dir)` runs one of two schedules
-(`rmtkd_tf.schedules`, chosen by `config.schedule`):
+`run(model, data, config, output_dir)` is what `rmtkd_tf.compress` (`rmtkd_tf.api`, from arrays,
+datasets or a data spec) and the CLI's `compress` (`rmtkd_tf.pipeline`) call once the data are split
+into a `CompressionData`. It follows one of two schedules (`rmtkd_tf.schedules`, chosen by
+`config.schedule`):
 
 - `"budgeted"` (default): analyse every layer once, allocate ranks across all
   layers (never above a layer's Marchenko–Pastur signal rank) for a parameter /
@@ -10,7 +12,8 @@
   original teacher;
 - `"iterative"`: the paper's loop, layer by layer (or block by block, or all at
   once), each step distilled from the model before it and rolled back when its
-  validation drop exceeds `max_drop`.
+  validation drop exceeds `max_drop` (`rmtkd_tf.steps.reduction_step`, the step
+  `RMTKDCallback` runs too).
 
 Calibration and validation samples never come from the test split, which is
 used once, at the end, for the report. Drops are paired: the student and the
@@ -23,18 +26,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 
 import numpy as np
 
 from rmtkd_tf.allocation import COST_METRICS
 from rmtkd_tf.collection import candidate_layers
+from rmtkd_tf.distill import check_hyperparameters
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import load_model, save_model
 from rmtkd_tf.schedules import SCHEDULES, budgeted, iterative
-from rmtkd_tf.schedules.iterative import next_open_layer  # noqa: F401  (public since the callback uses it)
-from rmtkd_tf.steps import RunFolder, ValidationReference, accuracy, distil, distil_keep_better  # noqa: F401
-from rmtkd_tf.steps import n_rows as _length  # noqa: F401  (kept for callers of the old name)
+from rmtkd_tf.steps import RunFolder, ValidationReference, accuracy
 
 STATE_VERSION = 2
 # How the iterative loop groups layers per step: one layer; the parts of one composite layer (a transformer
@@ -106,6 +110,18 @@ class CompressionConfig:
             raise RMTKDError(f"feature_weight must be >= 0, got {self.feature_weight}")
         if self.max_attempts < 1:
             raise RMTKDError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("batch_size", "calibration_samples", "max_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise RMTKDError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, numbers.Real) or not (
+            math.isfinite(self.learning_rate) and self.learning_rate > 0
+        ):
+            raise RMTKDError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        try:
+            check_hyperparameters(self.alpha, self.temperature)
+        except ValueError as error:
+            raise RMTKDError(str(error)) from None
 
 
 @dataclasses.dataclass
@@ -136,8 +152,12 @@ def _new_state(model, config, reference):
     return state
 
 
-def compress(model, data, config, output_dir, resume=False, log=print):
-    """Run RMT-KD on `model`; returns `(student, report)` and leaves checkpoints in `output_dir`."""
+def run(model, data, config, output_dir, resume=False, log=print):
+    """Run RMT-KD on `model` with prepared `data` (a `CompressionData`); returns `(student, report)`.
+
+    Leaves its state, history and checkpoints in `output_dir` (the CLI's `compress` adds the student,
+    its `.tflite` and `report.json`, through `rmtkd_tf.pipeline.compress_task`).
+    """
     from rmtkd_tf.spectral import get_rank_rule
 
     folder = RunFolder(output_dir)
@@ -171,6 +191,31 @@ def compress(model, data, config, output_dir, resume=False, log=print):
             log(f"resuming at step {state['next_step']} from {folder.checkpoint_path(state['accepted_step']).name}")
         student = iterative.run(model, data, config, folder, state, log, current, reference, rule, eligible)
     return student, build_report(model, student, data, state)
+
+
+def resolve_config(config, overrides, own_settings=()):
+    """`config` (None, a `CompressionConfig` or a dict of its fields) with `overrides` (its fields) applied.
+
+    >>> resolve_config({"max_drop": 2.0}, {"seed": 1}).seed
+    1
+    >>> resolve_config(None, {"max_dorp": 2.0})
+    Traceback (most recent call last):
+    ...
+    rmtkd_tf.errors.RMTKDError: unknown setting(s) max_dorp; ...
+    """
+    fields = [field.name for field in dataclasses.fields(CompressionConfig)]
+    unknown = sorted((set(overrides) | set(config if isinstance(config, dict) else ())) - set(fields))
+    if unknown:
+        takes = f"{', '.join(own_settings)} and " if own_settings else ""
+        raise RMTKDError(f"unknown setting(s) {', '.join(unknown)}; takes {takes}CompressionConfig's fields "
+                         f"{', '.join(fields)}")
+    if config is None:
+        config = CompressionConfig()
+    elif isinstance(config, dict):
+        config = CompressionConfig(**config)
+    elif not isinstance(config, CompressionConfig):
+        raise RMTKDError(f"config must be a CompressionConfig or a dict of its fields, got {type(config).__name__}")
+    return dataclasses.replace(config, **overrides) if overrides else config
 
 
 def _config_dict(config):

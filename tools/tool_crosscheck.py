@@ -1,6 +1,6 @@
 """Cross-check the teacher/student latency ratio between the in-process interpreter and an external tool.
 
-    python benchmarks/tool_crosscheck.py --models DIR [--binary ./benchmark_model] [--runs 300] [--rounds 3]
+    python -m tools.tool_crosscheck --models DIR [--binary ./benchmark_model] [--runs 300] [--rounds 3]
 
 DIR holds `teacher_{fp32,fp16,int8}.tflite` and `student_{fp32,fp16,int8}.tflite` (made as in
 tests/data/litert_benchmark/README.md). For each precision the student/teacher median-latency ratio is
@@ -11,28 +11,25 @@ measured (1 thread, XNNPACK, batch 1, random inputs) by
   student then teacher, repeated `--rounds` times; the ratio of the medians of each round is taken and
   the median over rounds reported.
 
-Writes `benchmarks/results/tool_crosscheck.json` (every round's medians kept) and prints a table.
+Writes `benchmarks/results/tool_crosscheck.json` (kind `crosscheck` of `benchmarks.schema`; every round's
+medians kept) and prints one line per precision. Run from the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from android_bench.local import LocalTools  # noqa: E402
-from rmtkd_tf.bench import compare_tflite  # noqa: E402
-from rmtkd_tf.io import write_json  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, help="folder with teacher_/student_{fp32,fp16,int8}.tflite")
     parser.add_argument("--binary", default=None, help="a benchmark_model binary for this machine (optional)")
@@ -41,6 +38,12 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-o", "--output", default="benchmarks/results/tool_crosscheck.json")
     args = parser.parse_args(argv)
+
+    from android_bench.local import LocalTools
+    from benchmarks.schema import SCHEMA_VERSION
+    from rmtkd_tf.bench import compare_tflite
+    from rmtkd_tf.io import write_json
+
     tools = LocalTools()
     rows = []
     for precision in ("fp32", "fp16", "int8"):
@@ -66,10 +69,14 @@ def main(argv=None) -> int:
         print(f"{precision}: " + ", ".join(f"{k} {v['ratio']:.3f}" for k, v in row.items() if isinstance(v, dict)),
               flush=True)
     write_json(args.output, {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "crosscheck",
+        "name": "tool_crosscheck",
+        "command": "python -m tools.tool_crosscheck " + " ".join(shlex.quote(a) for a in argv),
         "what": "student/teacher median-latency ratio: in-process interpreter vs external benchmark tools",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
         "settings": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds},
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
     })
     print(f"wrote {args.output}")
