@@ -14,11 +14,7 @@ from click.testing import CliRunner
 
 from android_bench.adb import AdbDevice
 from android_bench.benchmark_output import parse_benchmark_model_output
-from android_bench.benchmark_result_proto import (
-    benchmark_result_message_class,
-    file_descriptor_proto,
-    parse_benchmark_result_proto,
-)
+from android_bench.benchmark_result_proto import file_descriptor_proto, parse_benchmark_result_proto
 from android_bench.errors import BenchmarkFailedError, MissingBinaryError, WrongAbiError
 from android_bench.litert_output import has_litert_results, parse_litert_benchmark_json, parse_litert_results_text
 from android_bench.local import LocalTools
