@@ -6,7 +6,8 @@ A result is a JSON object (written atomically by `rmtkd_tf.io.write_json`) with 
   package replaced (`compare_methods.py`, `run_compression.py`, ...); `read_result` upgrades them in memory.
 - `kind`: one of `KINDS`: `compare` (several methods against one teacher), `compress` (RMT-KD alone, every
   export), `seeds` (mean ± sd over per-seed `compare` runs), `floor` (latency floor of a BERT),
-  `arm64` (qemu-user parity), `retime` (one re-timed pair), `resume` (kill-and-resume check);
+  `arm64` (qemu-user parity), `retime` (one re-timed pair), `resume` (kill-and-resume check),
+  `crosscheck` (teacher/student latency ratio, in-process interpreter vs external benchmark tools);
 - `name`: the result's name (a `compare` result's is `compare_<task name>`);
 - `command`: the command that regenerates it (`python -m benchmarks ...`);
 - `command_as_run`: present when the result was produced by another command (a script since replaced):
@@ -34,7 +35,7 @@ import json
 from pathlib import Path
 
 SCHEMA_VERSION = 2
-KINDS = ("compare", "compress", "seeds", "floor", "arm64", "retime", "resume")
+KINDS = ("compare", "compress", "seeds", "floor", "arm64", "retime", "resume", "crosscheck")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
