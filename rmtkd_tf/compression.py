@@ -37,6 +37,7 @@ from rmtkd_tf.distill import check_hyperparameters
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import load_model, save_model
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.schedules import SCHEDULES, budgeted, iterative
 from rmtkd_tf.spectral import rank_rules
 from rmtkd_tf.steps import RunFolder, ValidationReference, accuracy
@@ -107,19 +108,16 @@ class CompressionConfig:
             raise RMTKDError(f"max_drop must be >= 0 accuracy points, got {self.max_drop}")
         if self.search_tolerance < 0:
             raise RMTKDError(f"search_tolerance must be >= 0 accuracy points, got {self.search_tolerance}")
+        # Counts are integers, as in Keras' Dense(units=...): 2.5 epochs is refused, not truncated.
         for name in ("distillation_epochs", "epochs_per_step", "final_epochs"):
-            if getattr(self, name) < 0:
-                raise RMTKDError(f"{name} must be >= 0, got {getattr(self, name)}")
+            setattr(self, name, check_integer(getattr(self, name), name, minimum=0, error=RMTKDError))
+        for name in ("batch_size", "calibration_samples", "max_steps", "max_attempts"):
+            setattr(self, name, check_integer(getattr(self, name), name, error=RMTKDError))
+        self.seed = check_integer(self.seed, "seed", minimum=0, error=RMTKDError)
         if not self.distillation_learning_rate > 0:
             raise RMTKDError(f"distillation_learning_rate must be > 0, got {self.distillation_learning_rate}")
         if not self.feature_weight >= 0:
             raise RMTKDError(f"feature_weight must be >= 0, got {self.feature_weight}")
-        if self.max_attempts < 1:
-            raise RMTKDError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        for name in ("batch_size", "calibration_samples", "max_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise RMTKDError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, numbers.Real) or not (
             math.isfinite(self.learning_rate) and self.learning_rate > 0
         ):

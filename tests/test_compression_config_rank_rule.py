@@ -69,3 +69,11 @@ def test_bad_rank_rules_fail_at_config_time_in_one_line(kwargs, message):
     with pytest.raises(RMTKDError) as info:
         CompressionConfig(**kwargs)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("field, value", [("max_attempts", 2.5), ("distillation_epochs", 1.5), ("batch_size", True),
+                                          ("max_steps", 0), ("seed", -1), ("final_epochs", -1)])
+def test_integer_settings_are_integers(field, value):
+    # Like Keras' Dense(units=2.5): refused in one line, not truncated.
+    with pytest.raises(RMTKDError, match=field):
+        CompressionConfig(**{field: value})
