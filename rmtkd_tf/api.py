@@ -123,7 +123,7 @@ def compress(model, x=None, y=None, *, validation_data=None, calibration_data=No
         config = dataclasses.replace(config, layers=select_layers(model, layers, config.include_output_layers))
     if output_dir is None:
         with tempfile.TemporaryDirectory(prefix="rmtkd-") as folder:
-            return run_task(task, config, Path(folder) / "run", export_precision=None, log=log)
+            return run_task(task, config, Path(folder) / "run", export_precision=None, log=log, write_report=False)
     fingerprint = _fingerprint(task, model_path, spec, config)
     return run_task(task, config, output_dir, resume=resume, overwrite=overwrite, export_precision=None, log=log,
                     fingerprint=fingerprint)

@@ -171,8 +171,11 @@ def task_for_model(model, data_spec, *, model_path=None, limit=None, seed=0, cal
 
 def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=print):
     """Spectra of every Dense/Conv2D layer on the calibration split; writes spectra.json (+ PNGs)."""
+    import math
+
     from rmtkd_tf.collection import candidate_layers, collect_activations
     from rmtkd_tf.io import write_json
+    from rmtkd_tf.progress import emit, progress_of
     from rmtkd_tf.report import format_layer_table
     from rmtkd_tf.selection import decide_ranks
     from rmtkd_tf.spectral import estimate_noise_variance, get_rank_rule, plot_spectrum
@@ -182,10 +185,15 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
     output_dir.mkdir(parents=True, exist_ok=True)
     rule = get_rank_rule(rank_rule, **rule_params)
     layers = dict(candidate_layers(task.model))
-    log(f"collecting activations of {len(layers)} layers on {n_rows(task.data.x_calibration)} samples")
-    statistics = collect_activations(task.model, task.data.x_calibration)
+    n_calibration = n_rows(task.data.x_calibration)
+    log(f"collecting activations of {len(layers)} layers on {n_calibration} samples")
+    with progress_of(log, f"collecting activations of {len(layers)} layers", math.ceil(n_calibration / 64), "batch") as bar:
+        statistics = collect_activations(task.model, task.data.x_calibration, batch_size=64, progress=bar.update)
     decisions, _ = decide_ranks(layers, statistics, rule)
+    emit(log, "analysis", step=0, decisions=decisions)
     entries = []
+    plotting = progress_of(log if plots else None, "plotting spectra",
+                           sum(d.eigenvalues is not None and d.eigenvalues.max() > 0 for d in decisions), "layer")
     for decision in decisions:
         entry = decision.to_dict(with_eigenvalues=True)
         if decision.eigenvalues is not None and decision.eigenvalues.max() > 0:
@@ -199,7 +207,9 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
                 plot_spectrum(decision.eigenvalues, fit, decision.rule_rank,
                               f"{decision.path} (d={decision.dim}, n={decision.n_samples}, n_eff={decision.n_effective})", png)
                 entry["plot"] = png.name
+                plotting.update()
         entries.append(entry)
+    plotting.close()
     write_json(output_dir / "spectra.json", {"model": str(task.model_path), "data": task.description, "rank_rule": rule.to_dict(), "layers": entries})
     log(f"wrote {output_dir / 'spectra.json'}")
     return {"layers": entries, "table": format_layer_table(decisions)}
@@ -232,19 +242,24 @@ def compress_task(task, config, output_dir, resume=False, export_precision="fp32
 
 
 def run_task(task, config, output_dir, *, resume=False, export_precision="fp32", log=print, fingerprint=None,
-             overwrite=False):
-    """`compress_task`, returning `(student, report)`."""
+             overwrite=False, write_report=True):
+    """`compress_task`, returning `(student, report)`; `write_report=False` skips report.md and its plots."""
     from rmtkd_tf.run_folder import claimed_run_folder
 
     with claimed_run_folder(output_dir, resume=resume, overwrite=overwrite, fingerprint=fingerprint, log=log):
-        return _compress_task(task, config, output_dir, resume, export_precision, log)
+        return _compress_task(task, config, output_dir, resume, export_precision, log, write_report)
 
 
-def _compress_task(task, config, output_dir, resume, export_precision, log):
+def _compress_task(task, config, output_dir, resume, export_precision, log, write_report=True):
     from rmtkd_tf.compression import run
     from rmtkd_tf.io import save_model, write_json
+    from rmtkd_tf.progress import RunLog
+    from rmtkd_tf.run_report import SpectrumRecorder
 
     output_dir = Path(output_dir)
+    if not isinstance(log, RunLog):
+        log = RunLog(sink=log, interactive=False)
+    spectra = log.add_listener(SpectrumRecorder())
     t0 = time.time()
     if task.validation_warning:
         log(task.validation_warning)
@@ -272,6 +287,57 @@ def _compress_task(task, config, output_dir, resume, export_precision, log):
                 verify_labels=task.data.y_test if task.data.x_test is not None else task.data.y_validation,
             )
             report["export"][name] = export.to_dict()
+        latency = _tflite_latency(output_dir / "teacher.tflite", output_dir / "student.tflite", task.data.x_validation, log)
+        if latency is not None:
+            report["latency"] = latency
     write_json(output_dir / "report.json", report)
     log(f"wrote {output_dir / 'report.json'}")
+    log.listeners.remove(spectra)
+    if write_report:
+        _write_run_report(output_dir, report, spectra, log)
     return student, report
+
+
+def _write_run_report(output_dir, report, spectra, log):
+    """`report.md` and its plots; a plot that fails is a warning, never the end of a finished run."""
+    from rmtkd_tf.run_report import write_run_report
+
+    log("plotting teacher vs student, the ranks and the spectra for report.md")
+    try:
+        path = write_run_report(output_dir, report, spectra, log=log)
+    except Exception as error:  # noqa: BLE001 (the student and report.json are already written)
+        log(f"warning: report.md not written: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        return None
+    log(f"wrote {path} (plots in {path.parent / 'report'})")
+    return path
+
+
+def _tflite_latency(teacher_path, student_path, x, log, runs=50, threads=1):
+    """Median LiteRT latency of the two `.tflite` files on this host, interleaved; None when it cannot run.
+
+    A single-array input is fed real rows (one example, cast to the file's input type); other inputs
+    get `rmtkd_tf.bench.host`'s generated ones.
+    """
+    from rmtkd_tf.bench.host import compare_tflite
+
+    def first_row(path):
+        if isinstance(x, dict) or x is None:
+            return None
+        from ai_edge_litert.interpreter import Interpreter
+
+        details = Interpreter(model_path=str(path)).get_input_details()
+        if len(details) != 1:
+            return None
+        return np.asarray(x)[:1].astype(details[0]["dtype"])
+
+    log(f"timing teacher.tflite and student.tflite on this host ({runs} runs each, {threads} thread)")
+    try:
+        result = compare_tflite(teacher_path, student_path, threads=threads, warmup=5, runs=runs, block_runs=5,
+                                inputs_a=first_row(teacher_path), inputs_b=first_row(student_path))
+    except (ValueError, RuntimeError, OSError) as error:
+        log(f"warning: latency not measured: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        return None
+    teacher_ms, student_ms = result.a.latency_ms.median, result.b.latency_ms.median
+    return {"teacher_ms": teacher_ms, "student_ms": student_ms,
+            "speedup": None if not student_ms else teacher_ms / student_ms, "runs": runs, "threads": threads,
+            "method": "LiteRT interpreter on this host, teacher and student interleaved (ABBA blocks)"}

@@ -18,6 +18,7 @@ a short loop over these shared steps:
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -54,18 +55,23 @@ def calibration_inputs(data, config):
     return take_rows(data.x_calibration, np.arange(count))
 
 
-def analyse(model, data, config, rule, paths, noise_priors=None):
+def analyse(model, data, config, rule, paths, noise_priors=None, log=None):
     """Collect the covariances of `paths` and decide their ranks.
 
     Returns `(decisions, factors, statistics)` as `rmtkd_tf.selection.decide_ranks` does,
     plus the raw `LayerStatistics` by path. `noise_priors` (path -> the noise fit of an
-    earlier analysis of that layer) makes the rank rule reuse that noise level.
+    earlier analysis of that layer) makes the rank rule reuse that noise level. `log` (a
+    `rmtkd_tf.progress.RunLog`) shows the collection's progress.
     """
+    from rmtkd_tf.progress import progress_of
     from rmtkd_tf.selection import decide_ranks
 
     layers = dict(candidate_layers(model, paths))
-    statistics = collect_activations(model, calibration_inputs(data, config), layers=paths,
-                                     batch_size=config.batch_size)
+    inputs = calibration_inputs(data, config)
+    batches = math.ceil(n_rows(inputs) / config.batch_size)
+    with progress_of(log, f"collecting activations of {len(layers)} layers", batches, "batch") as bar:
+        statistics = collect_activations(model, inputs, layers=paths, batch_size=config.batch_size,
+                                         progress=bar.update)
     decisions, factors = decide_ranks(layers, statistics, rule, min_rank_ratio=config.min_rank_ratio,
                                       noise_priors=noise_priors)
     return decisions, factors, statistics
@@ -118,7 +124,7 @@ def _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, 
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
-def distil_keep_better(student, teacher, data, config, epochs, seed):
+def distil_keep_better(student, teacher, data, config, epochs, seed, callbacks=()):
     """Distil, then keep whichever of the weights before/after scores better on validation.
 
     Distillation can make a student worse (e.g. a learning rate too high for a converged teacher);
@@ -127,7 +133,7 @@ def distil_keep_better(student, teacher, data, config, epochs, seed):
     """
     weights_before = student.get_weights()
     acc_before = accuracy(student, data.x_validation, data.y_validation)
-    logs = distil(student, teacher, data, config, epochs, seed=seed)
+    logs = distil(student, teacher, data, config, epochs, seed=seed, callbacks=callbacks)
     acc_after = accuracy(student, data.x_validation, data.y_validation)
     kept = not (acc_before is not None and acc_after is not None and acc_after < acc_before)
     if not kept:
@@ -135,7 +141,7 @@ def distil_keep_better(student, teacher, data, config, epochs, seed):
     return logs, acc_before, acc_after, kept
 
 
-def reduction_step(current, data, config, rule, group, reference, *, seed, noise=None):
+def reduction_step(current, data, config, rule, group, reference, *, seed, noise=None, log=None, step=None):
     """One RMT-KD step on the layers `group` of `current`: collect -> select -> factorize -> distil -> decide.
 
     1. collect the covariances of `group` on the calibration split and let `rule` pick each layer's
@@ -146,7 +152,8 @@ def reduction_step(current, data, config, rule, group, reference, *, seed, noise
     4. check it against the original model on validation (`reference.check`, paired, within
        `config.max_drop` at `config.confidence`).
 
-    Nothing is saved and `current` is unchanged. Returns `(candidate, record)`: the candidate is None
+    `log` (a `rmtkd_tf.progress.RunLog`) shows the collection's and the distillation's progress and
+    gets the `"analysis"` event (numbered `step`). Nothing is saved and `current` is unchanged. Returns `(candidate, record)`: the candidate is None
     when no layer of `group` can be reduced; `record` (JSON-ready) has `layers`, `decisions`, `ranks`,
     `params_before`, and after a factorization `params_after`, `flops_after`,
     `val_accuracy_after_surgery`, `val_accuracy`, `kept_fine_tuning`, `val_drop`, `validation_check`,
@@ -155,8 +162,11 @@ def reduction_step(current, data, config, rule, group, reference, *, seed, noise
     t0 = time.time()
     noise = {} if noise is None else noise
     params_now = int(current.count_params())
+    from rmtkd_tf.progress import FitProgress, emit
+
     decisions, factors, _ = analyse(current, data, config, rule, group,
-                                    noise_priors={p: noise[p] for p in group if p in noise})
+                                    noise_priors={p: noise[p] for p in group if p in noise}, log=log)
+    emit(log, "analysis", step=step or 0, decisions=decisions)
     for decision in decisions:
         if decision.noise is not None and decision.path not in noise:
             noise[decision.path] = decision.noise
@@ -166,8 +176,10 @@ def reduction_step(current, data, config, rule, group, reference, *, seed, noise
         record.update(accepted=False, reason="no layer in this step can be reduced", wall_s=round(time.time() - t0, 2))
         return None, record
     candidate = factorize_model(current, factors)
+    shown = FitProgress(log, f"step {step}: distilling" if step is not None else "distilling", config.epochs_per_step,
+                        math.ceil(n_rows(data.x_train) / config.batch_size), stage=None if step is None else f"step {step}")
     logs, acc_after_surgery, _, kept_fine_tuning = distil_keep_better(
-        candidate, current, data, config, config.epochs_per_step, seed=seed)
+        candidate, current, data, config, config.epochs_per_step, seed=seed, callbacks=[shown])
     check = reference.check(candidate, data, config)
     record.update(
         params_after=int(candidate.count_params()),

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 from keras.src.backend.config import standardize_data_format
 
-from rmtkd_tf.layers._checks import positive_int_tuple, positive_integer
+from rmtkd_tf.arguments import check_int_tuple, check_integer
 
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
@@ -53,11 +53,11 @@ class LowRankConv1D(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        filters = positive_integer(filters, "filters")
-        rank = positive_integer(rank, "rank")
-        kernel_size = positive_int_tuple(kernel_size, "kernel_size", 1)
-        strides = positive_int_tuple(strides, "strides", 1)
-        dilation_rate = positive_int_tuple(dilation_rate, "dilation_rate", 1)
+        filters = check_integer(filters, "filters")
+        rank = check_integer(rank, "rank")
+        kernel_size = check_int_tuple(kernel_size, "kernel_size", length=1)
+        strides = check_int_tuple(strides, "strides", length=1)
+        dilation_rate = check_int_tuple(dilation_rate, "dilation_rate", length=1)
         if strides[0] > 1 and dilation_rate[0] > 1:
             raise ValueError(f"strides > 1 cannot be combined with dilation_rate > 1 (as in keras.layers.Conv1D), "
                              f"got strides={strides}, dilation_rate={dilation_rate}")

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 from keras.src.backend.config import standardize_data_format
 
-from rmtkd_tf.layers._checks import positive_int_tuple, positive_integer
+from rmtkd_tf.arguments import check_int_tuple, check_integer
 
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
@@ -59,12 +59,12 @@ class LowRankSeparableConv2D(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        filters = positive_integer(filters, "filters")
-        rank = positive_integer(rank, "rank")
-        depth_multiplier = positive_integer(depth_multiplier, "depth_multiplier")
-        kernel_size = positive_int_tuple(kernel_size, "kernel_size", 2)
-        strides = positive_int_tuple(strides, "strides", 2)
-        dilation_rate = positive_int_tuple(dilation_rate, "dilation_rate", 2)
+        filters = check_integer(filters, "filters")
+        rank = check_integer(rank, "rank")
+        depth_multiplier = check_integer(depth_multiplier, "depth_multiplier")
+        kernel_size = check_int_tuple(kernel_size, "kernel_size", length=2)
+        strides = check_int_tuple(strides, "strides", length=2)
+        dilation_rate = check_int_tuple(dilation_rate, "dilation_rate", length=2)
         padding = str(padding).lower()
         if padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")

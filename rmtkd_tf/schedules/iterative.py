@@ -23,6 +23,7 @@ from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import save_model
 from rmtkd_tf.model_walk import iter_graph_layers
+from rmtkd_tf.progress import FitProgress, emit
 from rmtkd_tf.steps import distil_keep_better, reduction_step, seed_step
 
 
@@ -124,8 +125,13 @@ def advance(current, data, config, state, reference, rule, eligible, graph_paths
     group = _next_group(state, config, eligible, open_paths, graph_paths)
     params_now = int(current.count_params())
     candidate, record = reduction_step(current, data, config, rule, group, reference,
-                                       seed=config.seed * 1000 + step, noise=state.setdefault("noise", {}))
+                                       seed=config.seed * 1000 + step, noise=state.setdefault("noise", {}),
+                                       log=log, step=step)
     record = {"step": step, **record}
+    if candidate is not None:
+        emit(log, "step", step=step, ranks=record["ranks"], params=record["params_after"], flops=record["flops_after"],
+             val_accuracy_after_surgery=record["val_accuracy_after_surgery"], val_accuracy=record["val_accuracy"],
+             drop=record["val_drop"], accepted=record["accepted"], losses=record["losses"])
     for decision in record["decisions"]:
         if decision["rank"] is None:
             state["frozen"][decision["path"]] = decision["skipped"]
@@ -179,7 +185,10 @@ def _final_distillation(model, current, data, config, folder, state, log, refere
     if config.final_epochs <= 0 or state["accepted_step"] == 0 or state.get("final_done"):
         return current
     seed_step(config.seed, 10_000)
-    _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs, seed=config.seed)
+    shown = FitProgress(log, "final distillation from the original teacher", config.final_epochs,
+                        math.ceil(len(data.y_train) / config.batch_size), stage="final")
+    _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs,
+                                                        seed=config.seed, callbacks=[shown])
     log(f"final distillation from the original teacher: val acc {acc_before} -> {acc_after}")
     save_model(current, folder.checkpoint_path(state["accepted_step"]))
     state["final_done"] = True

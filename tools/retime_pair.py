@@ -1,30 +1,28 @@
-"""Re-time two `.tflite` files of a text model against each other on a real test example.
+"""One-off: re-timed a pair of `.tflite` files whose timing in a long run was disturbed (results/retime_*.json).
 
-    python benchmarks/retime_pair.py --a benchmarks/runs/compare_sst2_minilm_scratch/teacher/model_fp32.tflite \
+    python -m tools.retime_pair --a benchmarks/runs/compare_sst2_minilm_scratch/teacher/model_fp32.tflite \
         --b benchmarks/runs/compare_sst2_minilm_scratch/magnitude-pruning/model_fp32.tflite \
         --model benchmarks/models/sst2_minilm_scratch.keras --data ../shared/data/sst2 \
         --out benchmarks/results/retime_sst2_minilm_scratch_pruning.json
 
-For a pair whose timing in a long run was disturbed (another job on the shared cores), so the committed
-result can show both figures. Same method as the runs: LiteRT, XNNPACK, 1 thread, batch 1, interleaved
-ABBA blocks in one process; the input is the first real test text encoded with `--model`'s vocabulary
-(`rmtkd-tf bench` feeds random inputs, which are out of range for a token-id input).
+Same protocol as every benchmark (`benchmarks.timing`); the input is the first real test text encoded with
+`--model`'s vocabulary.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-HERE = Path(__file__).resolve().parent
-
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, type=Path, help="reference .tflite (the teacher)")
     parser.add_argument("--b", required=True, type=Path, help=".tflite timed against it")
@@ -33,24 +31,23 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE.parent))
-    sys.path.insert(0, str(HERE))
 
-    from rmtkd_tf.bench.host import compare_tflite
+    from benchmarks.schema import SCHEMA_VERSION
+    from benchmarks.timing import PROTOCOL, time_pair
     from rmtkd_tf.io import write_json
     from rmtkd_tf.pipeline import load_task
-    from compare_methods import one_real_example
 
     for path in (args.a, args.b):
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist")
     x_test = load_task(args.model, args.data, limit=100).data.x_test
-    cmp = compare_tflite(args.a, args.b, threads=1, warmup=20, runs=args.runs,
-                         inputs_a=one_real_example(args.a, x_test), inputs_b=one_real_example(args.b, x_test)).to_dict()
+    cmp = time_pair(args.a, args.b, x_test, runs=args.runs).to_dict()
     ratios = cmp["ratios"]
     write_json(args.out, {
-        "command": "python benchmarks/retime_pair.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "schema_version": SCHEMA_VERSION, "kind": "retime", "name": args.out.stem,
+        "command": "python -m tools.retime_pair " + shlex.join(argv),
         "date": time.strftime("%Y-%m-%d"),
+        "timing_protocol": PROTOCOL,
         "median_ms": {"a": cmp["a"]["latency_ms"]["median"], "b": cmp["b"]["latency_ms"]["median"]},
         "speedup_a_over_b": ratios["median_latency_a_over_b"],
         "comparison": cmp,

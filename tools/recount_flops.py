@@ -1,9 +1,9 @@
-"""Recount the FLOPs of committed `run_compression.py` results with the current `rmtkd_tf.flops` definition.
+"""One-off: recounted the FLOPs of the committed results-table rows when the FLOP definition gained attention products.
 
 FLOPs are derived from the saved models, not measured, so when their definition changes the committed
 results can be brought up to date without re-running compression (hours on 2 cores):
 
-    python benchmarks/recount_flops.py benchmarks/results/agnews_minilm_scratch_deep.json ...
+    python -m tools.recount_flops benchmarks/results/agnews_minilm_scratch_deep.json ...
 
 For each result it loads the teacher (`compression.model`) and the student (`benchmarks/runs/<name>/student.keras`),
 rebuilt at the timed sequence length when the result has one, recounts `model_flops`, and rewrites the FLOP
@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "benchmarks"
 
 DEFINITION = (
     "model_flops: Dense/Conv2D multiply-adds x2, transformer encoders' dense parts at every token plus the "
@@ -39,7 +38,6 @@ def recount(result_path: Path) -> bool:
     import rmtkd_tf  # noqa: F401  (registers the factorized layers for loading)
     from rmtkd_tf.flops import model_flops
     from rmtkd_tf.io import write_json
-    from run_compression import add_flop_ratios
 
     result = json.loads(result_path.read_text())
     student_path = HERE / "runs" / result["name"] / "student.keras"
@@ -70,12 +68,19 @@ def recount(result_path: Path) -> bool:
     return True
 
 
+def add_flop_ratios(latency, flops):
+    """Add `flop_ratio` and `speedup_over_flop_ratio` to each precision's teacher/student comparison (version 1)."""
+    for entry in latency.values():
+        entry["flop_ratio"] = flops["teacher"] / max(flops["student"], 1)
+        speedup = entry.get("ratios", {}).get("median_latency_a_over_b")
+        if speedup:
+            entry["speedup_over_flop_ratio"] = speedup / entry["flop_ratio"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path, help="benchmarks/results/<name>.json from run_compression.py")
+    parser.add_argument("results", nargs="+", type=Path, help="benchmarks/results/<name>.json of a version-1 compress run")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(HERE))  # run_compression beside this file
     for path in args.results:
         recount(path)
     return 0
