@@ -136,8 +136,22 @@ def _new_state(model, config, reference):
     return state
 
 
-def compress(model, data, config, output_dir, resume=False, log=print):
-    """Run RMT-KD on `model`; returns `(student, report)` and leaves checkpoints in `output_dir`."""
+def compress(model, data, config, output_dir, resume=False, log=print, strategy=None):
+    """Run RMT-KD on `model`; returns `(student, report)` and leaves checkpoints in `output_dir`.
+
+    `strategy`: a `tf.distribute.Strategy`, or one of the names of `rmtkd_tf.distribute.resolve_strategy`
+    (default: the current strategy). Models, teachers and optimizers are then created in its scope (`model`
+    is copied into it), statistics are merged over replicas, and the student comes back outside it.
+    """
+    from rmtkd_tf.distribute import adopt, local_copy, resolve_strategy, strategy_scope
+
+    strategy = resolve_strategy(strategy)
+    with strategy_scope(strategy):
+        student, report = _compress(adopt(model, strategy), data, config, output_dir, resume, log)
+    return local_copy(student), report
+
+
+def _compress(model, data, config, output_dir, resume, log):
     from rmtkd_tf.spectral import get_rank_rule
 
     folder = RunFolder(output_dir)
