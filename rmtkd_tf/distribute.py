@@ -159,13 +159,9 @@ def local_predict(model, x, batch_size):
     """`model(x)` batch by batch on this process only (no cross-worker traffic), as a NumPy array."""
     import numpy as np
 
+    # Eager calls: a traced function per model and batch shape would retrace for every student.
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
-
-    @tf.function(reduce_retracing=True)
-    def forward(inputs):
-        return model(inputs, training=False)
-
-    return np.concatenate([np.asarray(forward(batch)) for batch in dataset], axis=0)
+    return np.concatenate([np.asarray(model(batch, training=False)) for batch in dataset], axis=0)
 
 
 def sync_workers(strategy, failed=False):

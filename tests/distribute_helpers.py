@@ -100,7 +100,7 @@ def free_ports(count):
     return ports
 
 
-def start_workers(cli_args, count=2, log_dir=None, stats_path=None):
+def start_workers(cli_args, count=2, log_dir=None, stats_path=None, **env):
     """`count` processes running the same `compress ... --strategy multi-worker` as one loopback cluster."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(count)]}
     processes = []
@@ -108,7 +108,7 @@ def start_workers(cli_args, count=2, log_dir=None, stats_path=None):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         log = open(Path(log_dir) / f"worker{index}.log", "w") if log_dir else subprocess.DEVNULL
         processes.append(subprocess.Popen(compress_command(cli_args, "multi-worker", 1, stats_path), cwd=REPO,
-                                          env=environment(TF_CONFIG=config), stdout=log, stderr=subprocess.STDOUT,
+                                          env=environment(TF_CONFIG=config, **env), stdout=log, stderr=subprocess.STDOUT,
                                           text=True))
     return processes
 
