@@ -105,8 +105,8 @@ def _assert_same_as_one_device(tiny, out, stats_files):
             np.testing.assert_allclose(got["covariance"], expected_stats.covariance, rtol=0, atol=1e-12 * scale)
             np.testing.assert_allclose(got["mean"], expected_stats.mean, rtol=0, atol=1e-9)
     # The student: distilled on the same global batches (SelfDistiller divides each replica's loss by the replica
-    # count); tf.data shuffles in another order once the data set is distributed, so the weights agree to about
-    # one learning-rate step (1e-3 per step here), not to rounding.
+    # count); tf.data shuffles in another order once the data set is distributed, so the weights differ by a few
+    # learning-rate steps (measured: at most 4e-3 after 4 steps at 1e-3), not by rounding.
     for got, want in zip(student_weights(out), student_weights(one)):
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-2)
     assert abs(report["student"]["test_accuracy"] - expected["student"]["test_accuracy"]) <= 2.0
