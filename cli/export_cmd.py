@@ -15,7 +15,9 @@ import os
 import click
 import numpy as np
 
-from rmtkd_tf.export import PRECISIONS, export_tflite
+# `rmtkd_tf.export.PRECISIONS`, repeated here so that `rmtkd-tf export --help` needs no TensorFlow
+# (importing any rmtkd_tf module imports it); tests/test_cli_startup.py checks that the two agree.
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 
 
 def _load_data(spec, *, limit=None, image_size=None, seed=0):
@@ -178,6 +180,8 @@ def export(
             )
 
     try:
+        from rmtkd_tf.export import export_tflite
+
         report = export_tflite(
             model,
             output_path,

@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 
 import rmtkd_tf  # noqa: E402,F401  (registers LowRankDense / LowRankConv2D for load_model)
 from rmtkd_tf.callbacks import RMTKDCallback  # noqa: E402
-from rmtkd_tf.compress import accuracy  # noqa: E402
+from rmtkd_tf.steps import accuracy  # noqa: E402
 from rmtkd_tf.data import load_data, split_train  # noqa: E402
 
 SAMPLE = Path(rmtkd_tf.__file__).resolve().parent / "assets" / "cifar10_sample.npz"

@@ -25,7 +25,7 @@ student, so that accuracy, latency and size can be compared at equal size:
   Unstructured zeros do not make a `.tflite` smaller or faster with the
   stock dense kernels (only its compressed size shrinks).
 - `fine_tune`: knowledge distillation from the teacher (the `SelfDistiller`
-  loss and settings of `rmtkd_tf.compress`), with optional callbacks.
+  loss and settings of `rmtkd_tf.compression`), with optional callbacks.
 
 Example:
 
@@ -482,7 +482,7 @@ def fine_tune(student, teacher, data, epochs, learning_rate=1e-4, batch_size=64,
               seed=0, callbacks=()):
     """Distil `student` from frozen `teacher` for `epochs` on `data.x_train` (the loss RMT-KD uses).
 
-    `data` is a `rmtkd_tf.compress.CompressionData`. The teacher's trainable
+    `data` is a `rmtkd_tf.compression.CompressionData`. The teacher's trainable
     flags are restored afterwards. Returns the last epoch's logs.
     """
     from rmtkd_tf.distill import SelfDistiller

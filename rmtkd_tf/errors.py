@@ -38,6 +38,10 @@ class DataValidationError(RMTKDError):
     """The data do not fit the model (labels, shapes, non-finite values, too few examples)."""
 
 
+class DataLoadError(RMTKDError):
+    """The data set named by a spec cannot be read; the message is one line meant for users."""
+
+
 class NonFiniteTrainingError(RMTKDError):
     """Training produced NaN or Inf losses or weights; the run stops before saving them."""
 

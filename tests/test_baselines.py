@@ -18,7 +18,7 @@ from rmtkd_tf.baselines import (
     uniform_rank_plan,
     width_for_parameter_count,
 )
-from rmtkd_tf.compress import CompressionData
+from rmtkd_tf.compression import CompressionData
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.surgery import factorize_model
 

@@ -145,8 +145,8 @@ def test_two_local_workers(tiny, tmp_path):
     _assert_same_as_one_device(tiny, out, [tmp_path / "stats0.npz", tmp_path / "stats1.npz"])
     # Only the chief wrote the run folder (no second lock, no stray file); the other worker's temporary folder
     # is gone.
-    assert sorted(os.listdir(out)) == ["checkpoints", "fingerprint.json", "history.json", "report.json",
-                                       "state.json", "student.keras"]
+    assert sorted(os.listdir(out)) == ["checkpoints", "fingerprint.json", "history.json", "report", "report.json",
+                                       "report.md", "state.json", "student.keras"]
     assert os.listdir(scratch) == []
     assert "WARNING:tensorflow" not in (tmp_path / "worker0.log").read_text()
 

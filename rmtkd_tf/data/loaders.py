@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rmtkd_tf.errors import RMTKDError
+from rmtkd_tf.errors import DataLoadError
 
 MODALITIES = ("image", "text", "tabular")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what tf.io.decode_image reads
@@ -46,10 +46,6 @@ TFDS_LABEL_KEYS = ("label", "labels")
 TFDS_DEFAULT_SPLITS = {"glue/sst2": ("train", "validation")}
 # Keys of an .npz's own validation split (beside x_train/y_train), in either spelling.
 NPZ_VALIDATION_KEYS = (("x_val", "y_val"), ("x_validation", "y_validation"))
-
-
-class DataLoadError(RMTKDError):
-    """The data set named by a spec cannot be read; the message is one line meant for users."""
 
 
 @dataclass

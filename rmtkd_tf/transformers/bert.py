@@ -121,7 +121,7 @@ def vocabulary_path(model_path):
 
 def save_vocabulary(tokenizer, model_path):
     """Write `tokenizer`'s vocabulary beside the model file (`vocabulary_path(model_path)`); returns the path."""
-    from rmtkd_tf.io import atomic_path
+    from rmtkd_tf.atomic import atomic_path
 
     path = vocabulary_path(model_path)
     vocabulary = tokenizer.get_vocabulary()
