@@ -55,6 +55,7 @@ import numbers
 
 import keras
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.compression import CompressionData, resolve_config
 from rmtkd_tf.errors import RMTKDError
@@ -139,9 +140,9 @@ class RMTKDCallback(keras.callbacks.Callback):
         super().__init__()
         self.config = resolve_config(config, config_overrides, ("config",) + CALLBACK_SETTINGS)
         self.start_accuracy = _check_start_accuracy(start_accuracy)
-        self.reduce_every = _check_int(reduce_every, "reduce_every", minimum=1)
+        self.reduce_every = check_integer(reduce_every, "reduce_every", minimum=1)
         self.stop_training_when_done = bool(stop_training_when_done)
-        self.verbose = _check_int(verbose, "verbose", minimum=0)
+        self.verbose = check_integer(verbose, "verbose", minimum=0)
         # Built now so that a bad rule name or parameter fails before training, not mid-fit.
         self._rule = get_rank_rule(self.config.rank_rule, **(self.config.rule_params or {}))
 
@@ -263,12 +264,6 @@ def _copy_model(model):
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_start_accuracy(value):

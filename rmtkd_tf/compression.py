@@ -37,7 +37,9 @@ from rmtkd_tf.distill import check_hyperparameters
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import load_model, save_model
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.schedules import SCHEDULES, budgeted, iterative
+from rmtkd_tf.spectral import rank_rules
 from rmtkd_tf.steps import RunFolder, ValidationReference, accuracy
 
 STATE_VERSION = 2
@@ -51,8 +53,11 @@ class CompressionConfig:
     """Parameters of an RMT-KD run (all explicit, all recorded in the history)."""
 
     schedule: str = "budgeted"  # or "iterative" (the paper's layer-by-layer loop)
-    rank_rule: str = "mp"
-    rule_params: dict = dataclasses.field(default_factory=lambda: {"tau": 0.5})
+    # A name ("mp", "energy", ...), a dict or a RankRule, resolved by rmtkd_tf.spectral.rank_rules.get with
+    # rule_params (for a name: that rule's parameters, None: its defaults) and stored as its serialised dict
+    # {"class_name": ..., "config": {...}} with rule_params None, so that state.json records every parameter.
+    rank_rule: str | dict | rank_rules.RankRule = "mp"
+    rule_params: dict | None = None
     target_params: float | None = None  # params <= target_params * original
     target_flops: float | None = None  # FLOPs <= target_flops * original
     min_rank_ratio: float = 0.02  # never below ceil(min_rank_ratio * d)
@@ -85,6 +90,8 @@ class CompressionConfig:
     confidence: float = 0.95  # two-sided level of the validation drop's interval (rmtkd_tf.acceptance)
 
     def __post_init__(self):
+        self.rank_rule = rank_rules.serialize(rank_rules.get(self.rank_rule, **(self.rule_params or {})))
+        self.rule_params = None
         if self.schedule not in SCHEDULES:
             raise RMTKDError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.allocation_cost not in COST_METRICS:
@@ -101,19 +108,16 @@ class CompressionConfig:
             raise RMTKDError(f"max_drop must be >= 0 accuracy points, got {self.max_drop}")
         if self.search_tolerance < 0:
             raise RMTKDError(f"search_tolerance must be >= 0 accuracy points, got {self.search_tolerance}")
+        # Counts are integers, as in Keras' Dense(units=...): 2.5 epochs is refused, not truncated.
         for name in ("distillation_epochs", "epochs_per_step", "final_epochs"):
-            if getattr(self, name) < 0:
-                raise RMTKDError(f"{name} must be >= 0, got {getattr(self, name)}")
+            setattr(self, name, check_integer(getattr(self, name), name, minimum=0, error=RMTKDError))
+        for name in ("batch_size", "calibration_samples", "max_steps", "max_attempts"):
+            setattr(self, name, check_integer(getattr(self, name), name, error=RMTKDError))
+        self.seed = check_integer(self.seed, "seed", minimum=0, error=RMTKDError)
         if not self.distillation_learning_rate > 0:
             raise RMTKDError(f"distillation_learning_rate must be > 0, got {self.distillation_learning_rate}")
         if not self.feature_weight >= 0:
             raise RMTKDError(f"feature_weight must be >= 0, got {self.feature_weight}")
-        if self.max_attempts < 1:
-            raise RMTKDError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        for name in ("batch_size", "calibration_samples", "max_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise RMTKDError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, numbers.Real) or not (
             math.isfinite(self.learning_rate) and self.learning_rate > 0
         ):

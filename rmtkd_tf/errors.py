@@ -46,6 +46,10 @@ class NonFiniteTrainingError(RMTKDError):
     """Training produced NaN or Inf losses or weights; the run stops before saving them."""
 
 
+class RankRuleError(RMTKDError):
+    """A rank rule that cannot be resolved (unknown name, unknown or bad parameter) or serialised."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; `message` says whether the run folder can be resumed."""
 

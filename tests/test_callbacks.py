@@ -273,8 +273,9 @@ def test_settings_are_a_compression_config_and_keywords_map_to_its_fields(arrays
     assert rmtkd.config == config
     # The old keyword form still works: each keyword is a field of the config.
     rmtkd = _callback(arrays, rank_rule="fixed-rank", rule_params={"rank": 2}, learning_rate=5e-4)
+    # The rule is recorded resolved (rmtkd_tf.spectral.rank_rules.serialize), its parameters with it.
     assert (rmtkd.config.rank_rule, rmtkd.config.rule_params, rmtkd.config.learning_rate) == (
-        "fixed-rank", {"rank": 2}, 5e-4)
+        {"class_name": "FixedRankRule", "config": {"rank": 2}}, None, 5e-4)
     with pytest.raises(RMTKDError, match="unknown setting.*max_dorp.*start_accuracy"):
         _callback(arrays, max_dorp=1.0)
 

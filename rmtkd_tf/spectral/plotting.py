@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from rmtkd_tf.arguments import check_integer
+
 from .marchenko_pastur import marchenko_pastur_density
 from .noise import validate_eigenvalues
 
@@ -92,9 +94,7 @@ def plot_spectrum(eigenvalues, noise_fit, rank, title, path, log_x=None):
 def draw_spectrum(axes, eigenvalues, noise_fit, rank, title, log_x=None):
     """Draw what `plot_spectrum` writes onto matplotlib `axes`; returns whether the x axis is logarithmic."""
     descending = validate_eigenvalues(eigenvalues)
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer))
-                             or not 0 <= rank <= descending.size):
-        raise ValueError(f"rank must be an integer in [0, {descending.size}] or None, got {rank!r}")
+    rank = check_integer(rank, "rank", minimum=0, maximum=descending.size, allow_none=True)
     if noise_fit is not None:
         # The fit saw only min(d_eff, n) nonzero eigenvalues; the rest are the MP atom at 0.
         nonzero = descending[: noise_fit.n_nonzero]
