@@ -21,6 +21,13 @@ wrapped so that it records its output before the activation. Because the
 update is a TensorFlow op inside the traced step, the same mechanism works in
 compiled `fit`/`evaluate`/`predict` (through `ActivationCollector`) and in the
 plain `collect_activations` function.
+
+Under a `tf.distribute` strategy (accumulators created in its scope; see
+`rmtkd_tf.distribute`), every replica of every worker accumulates its own part
+of the batches; the per-replica states are gathered in one collective operation
+and merged exactly (`merge_states`: Chan's merge of means and centred second
+moments, sums of counts, and the per-example moment products moved to one shift
+by `shift_moment_products`), so the statistics equal one device's to rounding.
 """
 
 from __future__ import annotations
