@@ -73,6 +73,35 @@ def test_merged_replica_states_equal_one_accumulator():
     assert whole.effective_sample_size(naive).design_effect != pytest.approx(one.design_effect, rel=1e-3)
 
 
+def test_python_api_takes_a_strategy_object(monkeypatch):
+    """`rmtkd_tf.compress(..., strategy=...)`: the run is made in the strategy's scope (here one replica), the
+    ranks are those of a run without it, and the student comes back outside the strategy."""
+    import keras
+
+    import rmtkd_tf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype("float32")
+    y = x[:, :3].argmax(axis=1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=3, verbose=0)
+    settings = dict(target_params=0.6, distillation_epochs=1, verbose=0)
+    _, plain = rmtkd_tf.compress(model, x, y, **settings)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    import rmtkd_tf.distribute as distribute
+
+    adopted = []
+    adopt = distribute.adopt
+    monkeypatch.setattr(distribute, "adopt", lambda m, s: adopted.append(adopt(m, s)) or adopted[-1])
+    student, report = rmtkd_tf.compress(model, x, y, strategy=strategy, **settings)
+    assert [m._distribute_strategy for m in adopted] == [strategy]  # the run's teacher lives in the scope
+    assert report["layers"] == plain["layers"] and report["layers"]
+    assert getattr(student, "_distribute_strategy", None) is None
+    assert getattr(model, "_distribute_strategy", None) is None  # the caller's model is copied, not moved
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("distribute")
