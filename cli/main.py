@@ -290,6 +290,11 @@ def _compression_config(options):
               help="Weight of intermediate-feature distillation: the factorized layers' outputs matched to the teacher's.")
 @click.option("--calibration-samples", type=int, default=2048, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
+@click.option("--strategy", type=click.Choice(["auto", "one-device", "mirrored", "multi-worker"]), default="auto",
+              show_default=True,
+              help="tf.distribute: auto (mirrored when more than one GPU is visible, else one-device), mirrored "
+                   "(every GPU of this host), multi-worker (the hosts of TF_CONFIG; same command on each, the "
+                   "chief writes -o). --batch-size is the global batch.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -301,7 +306,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
              target_flops, max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation,
              confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
-             feature_weight, calibration_samples, resume, do_export, precision, tensorboard_dir=None,
+             feature_weight, calibration_samples, resume, strategy, do_export, precision, tensorboard_dir=None,
              embedded_settings=None):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite, report.json and report.md to -o.
 
@@ -313,11 +318,15 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     import dataclasses
 
     log = _run_log(quiet)
+    from rmtkd_tf.distribute import is_chief, resolve_strategy
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import compress_task
     from rmtkd_tf.run_folder import check_output_folder, run_fingerprint
 
+    # Before anything else runs TensorFlow: a multi-worker strategy configures it at start-up.
+    strategy = resolve_strategy(strategy)
+    chief = is_chief(strategy)
     model_path, data_spec = _resolve_inputs(model, data_spec)
     if embedded_settings:
         shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in embedded_settings.items())
@@ -325,8 +334,9 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
     output_dir = Path(output_dir)
     # Nothing is loaded or written before the output folder is known to be safe to write.
     validation_spec = None if validation in ("auto", "train", "test-split") else validation
-    check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer,
-                                     "validation data": validation_spec}, overwrite=overwrite, resume=resume)
+    if chief:  # the other workers never write -o (rmtkd_tf.distribute)
+        check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer,
+                                         "validation data": validation_spec}, overwrite=overwrite, resume=resume)
     if not model_path.is_file():
         _fail(RMTKDError(f"model file not found: {model_path}" if not model_path.exists()
                          else f"{model_path} is a folder; pass a .keras file (SavedModel folders are not supported)"))
@@ -338,7 +348,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
                      "validation_fraction": validation_fraction, "validation": validation, "seq_len": seq_len,
                      "tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve())}
     board = None
-    if tensorboard_dir is not None:
+    if tensorboard_dir is not None and chief:  # the other workers write no logs
         if Path(tensorboard_dir).exists() and not Path(tensorboard_dir).is_dir():
             _fail(RMTKDError(f"--tensorboard {tensorboard_dir} is a file, not a folder"))
         from rmtkd_tf.tensorboard import TensorBoardLog
@@ -350,7 +360,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
         fingerprint = run_fingerprint(model_path, data_spec, {**data_settings, **dataclasses.asdict(config)})
         try:
             report = compress_task(task, config, output_dir, resume=resume, export_precision=precision if do_export else None,
-                                   log=log, fingerprint=fingerprint, overwrite=overwrite)
+                                   log=log, fingerprint=fingerprint, overwrite=overwrite, strategy=strategy)
         except (RMTKDError, ValueError) as exc:
             _fail(exc)
         finally:
@@ -360,7 +370,8 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
         log(f"TensorBoard logs in {tensorboard_dir}: tensorboard --logdir {tensorboard_dir}")
     from rmtkd_tf.report import format_summary
 
-    click.echo(format_summary(report))
+    if chief:
+        click.echo(format_summary(report))
 
 
 def _register_optional_commands():

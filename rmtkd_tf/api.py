@@ -24,11 +24,11 @@ from rmtkd_tf.io import load_model
 
 # What `compress` takes besides data and a CompressionConfig's fields.
 COMPRESS_SETTINGS = ("validation_data", "calibration_data", "test_data", "config", "output_dir", "resume", "overwrite",
-                     "layers", "verbose")
+                     "layers", "verbose", "strategy")
 
 
 def compress(model, x=None, y=None, *, validation_data=None, calibration_data=None, test_data=None, config=None,
-             output_dir=None, resume=False, overwrite=False, layers=None, verbose=1, **config_overrides):
+             output_dir=None, resume=False, overwrite=False, layers=None, verbose=1, strategy=None, **config_overrides):
     """Compress a trained Keras classifier with RMT-KD; returns `(student, report)`.
 
     Args:
@@ -58,6 +58,9 @@ def compress(model, x=None, y=None, *, validation_data=None, calibration_data=No
             layer's path, a callable taking the layer and returning a bool, or a list of paths.
             Default: every Dense / Conv2D layer and transformer projection but the output layer.
         verbose: 0 silent, 1 one line per stage.
+        strategy: a `tf.distribute.Strategy` or `"auto"`, `"one-device"`, `"mirrored"`, `"multi-worker"`
+            (`rmtkd_tf.distribute`; default: the current strategy). The models and optimizers of the run
+            are created in its scope; across workers only the chief writes `output_dir`.
         **config_overrides: fields of `CompressionConfig` to change (`target_params=0.5`,
             `schedule="iterative"`, ...).
 
@@ -87,13 +90,16 @@ def compress(model, x=None, y=None, *, validation_data=None, calibration_data=No
     from rmtkd_tf.pipeline import Task, run_task, task_for_model
     from rmtkd_tf.run_folder import check_output_folder
 
+    from rmtkd_tf.distribute import is_chief, resolve_strategy
+
+    strategy = resolve_strategy(strategy)  # first: a multi-worker strategy must start before TensorFlow runs
     config = resolve_config(config, config_overrides, COMPRESS_SETTINGS)
     log = print if verbose else _silent
     spec = str(x) if isinstance(x, (str, Path)) else None
     model_path = Path(model) if isinstance(model, (str, Path)) else None
     if resume and output_dir is None:
         raise RMTKDError("resume=True needs the output_dir of the run to continue")
-    if output_dir is not None:
+    if output_dir is not None and is_chief(strategy):
         check_output_folder(output_dir, {"model": model_path, "data": spec}, overwrite=overwrite, resume=resume)
     if model_path is not None:
         model = load_model(model_path)
@@ -123,10 +129,11 @@ def compress(model, x=None, y=None, *, validation_data=None, calibration_data=No
         config = dataclasses.replace(config, layers=select_layers(model, layers, config.include_output_layers))
     if output_dir is None:
         with tempfile.TemporaryDirectory(prefix="rmtkd-") as folder:
-            return run_task(task, config, Path(folder) / "run", export_precision=None, log=log, write_report=False)
+            return run_task(task, config, Path(folder) / "run", export_precision=None, log=log, write_report=False,
+                            strategy=strategy)
     fingerprint = _fingerprint(task, model_path, spec, config)
     return run_task(task, config, output_dir, resume=resume, overwrite=overwrite, export_precision=None, log=log,
-                    fingerprint=fingerprint)
+                    fingerprint=fingerprint, strategy=strategy)
 
 
 def _silent(message):

@@ -23,6 +23,13 @@ wrapped so that it records its output before the activation. Because the
 update is a TensorFlow op inside the traced step, the same mechanism works in
 compiled `fit`/`evaluate`/`predict` (through `ActivationCollector`) and in the
 plain `collect_activations` function.
+
+Under a `tf.distribute` strategy (accumulators created in its scope; see
+`rmtkd_tf.distribute`), every replica of every worker accumulates its own part
+of the batches; the per-replica states are gathered in one collective operation
+and merged exactly (`merge_states`: Chan's merge of means and centred second
+moments, sums of counts, and the per-example moment products moved to one shift
+by `shift_moment_products`), so the statistics equal one device's to rounding.
 """
 
 from __future__ import annotations
@@ -110,29 +117,48 @@ class CovarianceAccumulator:
 
     def __init__(self, dim, name="covariance"):
         self.dim = int(dim)
+        # Created under a tf.distribute strategy, every replica keeps its own statistics (sync-on-read
+        # variables, updated locally in replica context); `state()` merges them exactly.
+        self.strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
         with tf.init_scope():
-            self.count = tf.Variable(tf.zeros((), tf.float64), trainable=False, name=f"{name}_count")
-            self.mean = tf.Variable(tf.zeros((self.dim,), tf.float64), trainable=False, name=f"{name}_mean")
-            self.m2 = tf.Variable(
-                tf.zeros((self.dim, self.dim), tf.float64), trainable=False, name=f"{name}_m2"
-            )
-            self.nonfinite = tf.Variable(tf.zeros((), tf.float64), trainable=False, name=f"{name}_nonfinite")
-            self.shift = tf.Variable(tf.zeros((self.dim,), tf.float64), trainable=False, name=f"{name}_shift")
-            self.moment_products = tf.Variable(
-                tf.zeros((self.dim, 4, 4), tf.float64), trainable=False, name=f"{name}_moment_products"
-            )
-            self.examples = tf.Variable(tf.zeros((), tf.float64), trainable=False, name=f"{name}_examples")
+            self.count = self._variable(tf.zeros((), tf.float64), f"{name}_count")
+            self.mean = self._variable(tf.zeros((self.dim,), tf.float64), f"{name}_mean")
+            self.m2 = self._variable(tf.zeros((self.dim, self.dim), tf.float64), f"{name}_m2")
+            self.nonfinite = self._variable(tf.zeros((), tf.float64), f"{name}_nonfinite")
+            self.shift = self._variable(tf.zeros((self.dim,), tf.float64), f"{name}_shift")
+            self.moment_products = self._variable(tf.zeros((self.dim, 4, 4), tf.float64), f"{name}_moment_products")
+            self.examples = self._variable(tf.zeros((), tf.float64), f"{name}_examples")
+
+    def _variable(self, initial, name):
+        if self.strategy is None:
+            return tf.Variable(initial, trainable=False, name=name)
+        return tf.Variable(initial, trainable=False, name=name, synchronization=tf.VariableSynchronization.ON_READ,
+                           aggregation=tf.VariableAggregation.SUM)
+
+    def _variables(self):
+        return [self.count, self.mean, self.m2, self.nonfinite, self.shift, self.moment_products, self.examples]
+
+    def state(self):
+        """`dict` of NumPy statistics (count, mean, m2, nonfinite, shift, moment_products, examples).
+
+        Under a strategy, each replica's statistics (of every worker) are gathered and merged exactly:
+        `merge_states`.
+        """
+        if self.strategy is None:
+            return dict(zip(_STATE_NAMES, (v.numpy() for v in self._variables())))
+        return merged_states([self])[0]
 
     def reset(self):
-        for variable in (self.count, self.mean, self.m2, self.nonfinite, self.shift, self.moment_products,
-                         self.examples):
+        for variable in self._variables():
             variable.assign(tf.zeros_like(variable))
 
     def update(self, samples, weights=None):
         samples = tf.cast(samples, tf.float64)
         # (examples, positions, dim): the first axis is the example, unless there is only one axis.
         examples = 1 if samples.shape.rank is not None and samples.shape.rank < 2 else tf.shape(samples)[0]
-        grouped = tf.reshape(samples, tf.stack([examples, -1, self.dim]))
+        # Samples per example, spelled out (not -1): a replica may get an empty batch under tf.distribute.
+        positions = tf.reduce_prod(tf.shape(samples)[1:-1]) if samples.shape.rank != 1 else 1
+        grouped = tf.reshape(samples, tf.stack([examples, positions, self.dim]))
         x = tf.reshape(grouped, (-1, self.dim))
         w = tf.ones(tf.shape(x)[:1], tf.float64)
         if weights is not None:
@@ -141,7 +167,7 @@ class CovarianceAccumulator:
         self.nonfinite.assign_add(tf.reduce_sum(tf.where(finite, tf.zeros_like(w), w)))
         w = tf.where(finite, w, tf.zeros_like(w))
         x = tf.where(finite[:, None], x, tf.zeros_like(x))
-        self._update_example_moments(x, w, examples)
+        self._update_example_moments(x, w, examples, positions)
 
         batch_count = tf.reduce_sum(w)
         batch_mean = tf.math.divide_no_nan(tf.reduce_sum(x * w[:, None], axis=0), batch_count)
@@ -157,14 +183,14 @@ class CovarianceAccumulator:
         self.mean.assign_add(delta * tf.math.divide_no_nan(batch_count, total))
         self.count.assign(total)
 
-    def _update_example_moments(self, x, w, examples):
+    def _update_example_moments(self, x, w, examples, positions):
         """Add `Σ_e m_e m_eᵀ` of this batch (module `rmtkd_tf.spectral.effective_samples`)."""
         batch_count = tf.reduce_sum(w)
         batch_mean = tf.math.divide_no_nan(tf.reduce_sum(x * w[:, None], axis=0), batch_count)
         # The shift is the mean of the first batch with any weight; until then the sums are all zero.
         self.shift.assign(tf.where(self.count > 0.0, self.shift, batch_mean))
-        shifted = tf.reshape(x - self.shift, (examples, -1, self.dim))
-        weights = tf.reshape(w, (examples, -1))
+        shifted = tf.reshape(x - self.shift, tf.stack([examples, positions, self.dim]))
+        weights = tf.reshape(w, tf.stack([examples, positions]))
         partner = tf.gather(shifted, paired_feature(self.dim), axis=-1)
         weighted = shifted * weights[..., None]
         sums = tf.reduce_sum(weighted, axis=1)
@@ -181,21 +207,101 @@ class CovarianceAccumulator:
         self.moment_products.assign_add(tf.einsum("edi,edj->dij", moments, moments))
         self.examples.assign_add(tf.reduce_sum(tf.cast(example_weights > 0.0, tf.float64)))
 
-    def effective_sample_size(self):
+    def effective_sample_size(self, state=None):
         """`EffectiveSampleSize` (n_effective, n_samples, n_examples, design_effect) of what was seen."""
-        n = float(self.count.numpy())
-        covariance = self.m2.numpy() / n if n > 0 else np.zeros((self.dim, self.dim))
+        state = self.state() if state is None else state
+        n = float(state["count"])
+        covariance = state["m2"] / n if n > 0 else np.zeros((self.dim, self.dim))
         return effective_sample_size_from_sums(
-            n, self.mean.numpy() - self.shift.numpy(), covariance, self.moment_products.numpy(),
-            float(self.examples.numpy()),
+            n, state["mean"] - state["shift"], covariance, state["moment_products"], float(state["examples"]),
         )
 
-    def numpy(self):
+    def numpy(self, state=None):
         """`(n, mean, covariance, nonfinite)` as NumPy values; covariance = M2 / n."""
-        n = float(self.count.numpy())
-        m2 = self.m2.numpy()
+        state = self.state() if state is None else state
+        n = float(state["count"])
+        m2 = state["m2"]
         covariance = m2 / n if n > 0 else np.zeros_like(m2)
-        return int(round(n)), self.mean.numpy(), covariance, int(round(float(self.nonfinite.numpy())))
+        return int(round(n)), state["mean"], covariance, int(round(float(state["nonfinite"])))
+
+
+_STATE_NAMES = ("count", "mean", "m2", "nonfinite", "shift", "moment_products", "examples")
+
+
+def merged_states(accumulators):
+    """The `state()` of each of `accumulators` (created under one strategy), gathered from every replica of
+    every worker in one collective operation and merged (`merge_states`)."""
+    from rmtkd_tf.distribute import gather_replicas
+
+    variables = [v for accumulator in accumulators for v in accumulator._variables()]
+    (stacked,) = gather_replicas(accumulators[0].strategy,
+                                 lambda: [tf.concat([tf.reshape(v, (-1,)) for v in variables], axis=0)])
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    offsets = np.cumsum([0] + sizes)
+    per_replica = [[row[a:b].reshape(v.shape) for a, b, v in zip(offsets[:-1], offsets[1:], variables)]
+                   for row in stacked]
+    merged = []
+    for index in range(len(accumulators)):
+        names = len(_STATE_NAMES)
+        parts = [dict(zip(_STATE_NAMES, values[index * names:(index + 1) * names])) for values in per_replica]
+        merged.append(merge_states(parts))
+    return merged
+
+
+def shift_moment_products(moment_products, delta):
+    """Per-example moment products `Σ_e m_e m_eᵀ` re-expressed for a shift moved by `-delta` (samples
+    `y = x − s` become `y + delta`, `delta = s − s_new`).
+
+    Each example's moments per feature `i` (partner `p`) are `(Σ w y_i y_p, Σ w y_i, Σ w y_p, Σ w)`, which
+    move linearly with the shift: `m' = T m` with `T` upper triangular, so `Σ m' m'ᵀ = T (Σ m mᵀ) Tᵀ`.
+
+    >>> rng = np.random.default_rng(0)
+    >>> y, delta = rng.normal(size=(5, 3, 2)), np.array([0.5, -2.0])
+    >>> def products(samples):
+    ...     partner = samples[..., ::-1]
+    ...     m = np.stack([(samples * partner).sum(1), samples.sum(1), partner.sum(1), np.full((5, 2), 3.0)], -1)
+    ...     return np.einsum("edi,edj->dij", m, m)
+    >>> bool(np.allclose(shift_moment_products(products(y), delta), products(y + delta)))
+    True
+    """
+    dim = len(delta)
+    partner_delta = np.asarray(delta)[paired_feature(dim)]
+    transform = np.zeros((dim, 4, 4))
+    transform[:, [0, 1, 2, 3], [0, 1, 2, 3]] = 1.0
+    transform[:, 0, 1] = partner_delta
+    transform[:, 0, 2] = delta
+    transform[:, 0, 3] = delta * partner_delta
+    transform[:, 1, 3] = delta
+    transform[:, 2, 3] = partner_delta
+    return np.einsum("dij,djk,dlk->dil", transform, moment_products, transform)
+
+
+def merge_states(states):
+    """One accumulator state from the states of several (e.g. one per replica), exactly as if one had seen
+    every sample: counts, non-finite counts, examples and moment products add up (the products moved to one
+    shift, `shift_moment_products`); means and centred second moments merge by Chan, Golub & LeVeque.
+
+    >>> rng = np.random.default_rng(1)
+    >>> parts = [rng.normal(3.0, 1.0, size=(n, 2)) for n in (4, 0, 7)]
+    >>> def state(x):
+    ...     mean = x.mean(0) if len(x) else np.zeros(2)
+    ...     return {"count": float(len(x)), "mean": mean, "m2": (x - mean).T @ (x - mean), "nonfinite": 0.0,
+    ...             "shift": mean, "moment_products": np.zeros((2, 4, 4)), "examples": float(len(x))}
+    >>> merged, everything = merge_states([state(p) for p in parts]), np.concatenate(parts)
+    >>> bool(np.allclose(merged["m2"], state(everything)["m2"])), merged["count"]
+    (True, 11.0)
+    """
+    seen = [s for s in states if float(s["count"]) > 0]
+    if not seen:
+        return dict(states[0])
+    count = sum(float(s["count"]) for s in seen)
+    mean = sum(float(s["count"]) * np.asarray(s["mean"]) for s in seen) / count
+    m2 = sum(np.asarray(s["m2"]) + float(s["count"]) * np.outer(s["mean"] - mean, s["mean"] - mean) for s in seen)
+    shift = np.asarray(seen[0]["shift"])
+    products = sum(shift_moment_products(np.asarray(s["moment_products"]), np.asarray(s["shift"]) - shift)
+                   for s in seen)
+    return {"count": count, "mean": mean, "m2": m2, "nonfinite": sum(float(s["nonfinite"]) for s in states),
+            "shift": shift, "moment_products": products, "examples": sum(float(s["examples"]) for s in seen)}
 
 
 class _LayerHook:
@@ -284,14 +390,15 @@ class _LayerHook:
             if self.context is not None:
                 self.context.remove()
 
-    def statistics(self):
-        n, mean, covariance, nonfinite = self.accumulator.numpy()
+    def statistics(self, state=None):
+        state = self.accumulator.state() if state is None else state
+        n, mean, covariance, nonfinite = self.accumulator.numpy(state)
         if nonfinite:
             raise NonFiniteActivationError(
                 f"layer '{self.path}' produced NaN/Inf activations in {nonfinite} of "
                 f"{n + nonfinite} calibration samples; check the model and the input scaling"
             )
-        ess = self.accumulator.effective_sample_size()
+        ess = self.accumulator.effective_sample_size(state)
         return LayerStatistics(self.path, self.kind, n, mean, covariance, n_effective=ess.n_effective,
                                n_examples=ess.n_examples, design_effect=ess.design_effect)
 
@@ -359,7 +466,12 @@ class _HookSet:
         _reset_compiled_functions(self.model)
 
     def statistics(self):
-        return {hook.path: hook.statistics() for hook in self.hooks}
+        accumulators = [hook.accumulator for hook in self.hooks]
+        if self.hooks and accumulators[0].strategy is not None:  # every replica's statistics, in one gather
+            states = merged_states(accumulators)
+        else:
+            states = [None] * len(self.hooks)
+        return {hook.path: hook.statistics(state) for hook, state in zip(self.hooks, states)}
 
 
 def _default_hooks(model, layers, recording):
@@ -508,11 +620,20 @@ def collect_activations(model, data, layers=None, batch_size=64, max_batches=Non
         dict path -> `LayerStatistics`.
     """
     dataset = _as_dataset(data, batch_size)
+    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if strategy is not None:
+        # Each replica (of each worker) collects its part of the batches; `LayerHook.statistics` merges them.
+        from rmtkd_tf.distribute import distribute_dataset
+
+        dataset = distribute_dataset(strategy, dataset.map(lambda *batch: _inputs_of(batch if len(batch) > 1 else batch[0])))
     with hooked(model, layers, hooks) as hook_set:
 
         @tf.function(reduce_retracing=True)
         def step(inputs):
-            model(inputs, training=False)
+            if strategy is None:
+                model(inputs, training=False)
+            else:
+                strategy.run(lambda x: model(x, training=False), args=(inputs,))
 
         batches = 0
         for batch in dataset:

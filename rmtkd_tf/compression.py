@@ -157,12 +157,25 @@ def _new_state(model, config, reference):
     return state
 
 
-def run(model, data, config, output_dir, resume=False, log=print):
+def run(model, data, config, output_dir, resume=False, log=print, strategy=None):
     """Run RMT-KD on `model` with prepared `data` (a `CompressionData`); returns `(student, report)`.
 
     Leaves its state, history and checkpoints in `output_dir` (the CLI's `compress` adds the student,
     its `.tflite` and `report.json`, through `rmtkd_tf.pipeline.compress_task`).
+
+    `strategy`: a `tf.distribute.Strategy`, or one of the names of `rmtkd_tf.distribute.resolve_strategy`
+    (default: the current strategy). Models, teachers and optimizers are then created in its scope (`model`
+    is copied into it), statistics are merged over replicas, and the student comes back outside it.
     """
+    from rmtkd_tf.distribute import adopt, local_copy, resolve_strategy, strategy_scope
+
+    strategy = resolve_strategy(strategy)
+    with strategy_scope(strategy):
+        student, report = _run(adopt(model, strategy), data, config, output_dir, resume, log)
+    return local_copy(student), report
+
+
+def _run(model, data, config, output_dir, resume, log):
     from rmtkd_tf.spectral import get_rank_rule
 
     folder = RunFolder(output_dir)

@@ -382,7 +382,13 @@ class SelfDistiller(keras.Model):
         self.kl_tracker.update_state(kl, sample_weight=batch_size)
         self.accuracy_tracker.update_state(_sparse_labels(y, student_outputs), student_outputs, sample_weight)
         # Updates metrics given to compile(metrics=...) and returns every metric's result.
-        return self.compute_metrics(x, y, student_outputs, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, y, student_outputs, sample_weight=sample_weight)
+        from rmtkd_tf.distribute import spans_workers
+
+        if spans_workers(tf.distribute.get_strategy()):
+            # Across workers Keras averages each log over its axis 0 (keras 3.15: a scalar cannot be).
+            logs = {name: tf.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -410,6 +416,22 @@ class SelfDistiller(keras.Model):
         if regularization:
             total = total + tf.cast(tf.add_n(regularization), total.dtype)
         return self._record_metrics(x, y, sample_weight, student_outputs, total, ce, kl)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a model of a strategy on the first batch averaged over replicas, a reduce that fails
+        # across workers (MultiWorkerMirroredStrategy): build on this worker's first replica batch instead.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and data_batch is None and strategy is not None:
+            from rmtkd_tf.distribute import spans_workers
+
+            if spans_workers(strategy):
+                for _, _, batches in iterator:
+                    data_batch = tf.nest.map_structure(
+                        lambda v: strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues) else v, next(batches))
+                    break
+                iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def save(self, *args, **kwargs):
         raise RMTKDError(

@@ -29,7 +29,10 @@ def per_example_correct(model, x, y, batch_size: int = 256) -> np.ndarray:
         raise RMTKDError(f"inputs have {n} rows but there are {len(labels)} labels")
     if n == 0:
         return np.zeros(0, dtype=bool)
-    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    from rmtkd_tf.distribute import local_predict, predict_locally
+
+    # Across workers, Keras would shard x: every worker scores every example itself (same weights, same result).
+    outputs = local_predict(model, x, batch_size) if predict_locally(model) else model.predict(x, batch_size=batch_size, verbose=0)
     if isinstance(outputs, (list, tuple, dict)):
         raise RMTKDError("per-example accuracy needs a model with a single output of class scores")
     outputs = np.asarray(outputs)

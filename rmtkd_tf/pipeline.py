@@ -231,26 +231,34 @@ def warn_if_validation_too_small(data, config, log=print):
 
 
 def compress_task(task, config, output_dir, resume=False, export_precision="fp32", log=print, fingerprint=None,
-                  overwrite=False):
+                  overwrite=False, strategy=None):
     """Run the RMT-KD loop, save student.keras (+ .tflite) and report.json in `output_dir`.
 
     The folder is locked for the run and records `fingerprint` (see `rmtkd_tf.run_folder`); `resume`
     refuses a folder whose fingerprint differs, `overwrite` starts over a folder that holds a run.
+    `strategy` (see `rmtkd_tf.distribute`): across workers, only the chief claims and writes `output_dir`;
+    the others run in a temporary folder of their own and export nothing.
     """
     return run_task(task, config, output_dir, resume=resume, export_precision=export_precision, log=log,
-                    fingerprint=fingerprint, overwrite=overwrite)[1]
+                    fingerprint=fingerprint, overwrite=overwrite, strategy=strategy)[1]
 
 
 def run_task(task, config, output_dir, *, resume=False, export_precision="fp32", log=print, fingerprint=None,
-             overwrite=False, write_report=True):
+             overwrite=False, write_report=True, strategy=None):
     """`compress_task`, returning `(student, report)`; `write_report=False` skips report.md and its plots."""
+    from rmtkd_tf.distribute import is_chief, on_every_worker, resolve_strategy, worker_run_folder
     from rmtkd_tf.run_folder import claimed_run_folder
 
-    with claimed_run_folder(output_dir, resume=resume, overwrite=overwrite, fingerprint=fingerprint, log=log):
-        return _compress_task(task, config, output_dir, resume, export_precision, log, write_report)
+    strategy = resolve_strategy(strategy)
+    if not is_chief(strategy):
+        with on_every_worker(strategy, worker_run_folder(output_dir, strategy, resume=resume, log=log)) as scratch:
+            return _compress_task(task, config, scratch, resume, None, log, False, strategy)
+    claimed = claimed_run_folder(output_dir, resume=resume, overwrite=overwrite, fingerprint=fingerprint, log=log)
+    with on_every_worker(strategy, claimed):
+        return _compress_task(task, config, output_dir, resume, export_precision, log, write_report, strategy)
 
 
-def _compress_task(task, config, output_dir, resume, export_precision, log, write_report=True):
+def _compress_task(task, config, output_dir, resume, export_precision, log, write_report=True, strategy=None):
     from rmtkd_tf.compression import run
     from rmtkd_tf.io import save_model, write_json
     from rmtkd_tf.progress import RunLog
@@ -264,7 +272,7 @@ def _compress_task(task, config, output_dir, resume, export_precision, log, writ
     if task.validation_warning:
         log(task.validation_warning)
     warn_if_validation_too_small(task.data, config, log)
-    student, report = run(task.model, task.data, config, output_dir, resume=resume, log=log)
+    student, report = run(task.model, task.data, config, output_dir, resume=resume, log=log, strategy=strategy)
     from rmtkd_tf.finite_guard import ensure_finite_weights
 
     ensure_finite_weights(student, "the student")
