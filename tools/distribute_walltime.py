@@ -1,7 +1,9 @@
 """The same `rmtkd-tf compress` on one device, on two logical CPU devices (MirroredStrategy) and on two local
 workers (MultiWorkerMirroredStrategy over loopback): wall time, ranks, accuracy, student difference.
 
-    PYTHONPATH=. python benchmarks/distribute_walltime.py [--epochs 1] [--out benchmarks/results/distribute_walltime.json]
+    python -m tools.distribute_walltime [--epochs 1] [--out benchmarks/results/distribute_walltime.json]
+
+(run from the repository root: it reuses the worker launcher of tests/distribute_helpers.py)
 
 Runs the embedded default (the packaged CIFAR-10 CNN and its CIFAR-10 sample, with its demo settings) without
 export. Every variant is a fresh process (times include starting Python and TensorFlow, about the same for all).
@@ -22,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from tests.distribute_helpers import compress_command, environment, start_workers, student_weights
 
-from distribute_helpers import compress_command, environment, start_workers, student_weights  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _summary(out, wall):
