@@ -263,7 +263,11 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
 @click.option("--calibration-samples", type=int, default=2048, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8", "auto"]),
+              default="fp32", show_default=True,
+              help="Of the .tflite files (see `rmtkd-tf export --help`); auto: per model, the first of int8, int16x8, "
+                   "int8-mixed, int8-dynamic, fp16, fp32 whose validation accuracy is within --max-drop of its "
+                   "Keras model (report.json's export.*.auto lists what was tried).")
 @embedded_default_settings
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
              energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, schedule, target_params,
