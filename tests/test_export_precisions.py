@@ -133,3 +133,27 @@ def test_auto_without_calibration_data_skips_calibrated_precisions(tmp_path):
     result = export_smallest_accurate(model, tmp_path / "m.tflite", x, y, max_drop=2.0)
     assert [t.error for t in result.trials[:3]] == ["no calibration data"] * 3
     assert result.report.precision == "int8-dynamic"
+
+
+def test_compress_export_with_auto_records_the_trials(tmp_path):
+    import json
+    import types
+
+    from rmtkd_tf.io import write_json
+    from rmtkd_tf.pipeline import export_models
+
+    teacher = mlp()
+    x = inputs(3000, seed=5)
+    y = teacher.predict(x, verbose=0).argmax(-1)
+    data = types.SimpleNamespace(x_calibration=x[:200], x_validation=x[:2500], y_validation=y[:2500],
+                                 x_test=x[2500:], y_test=y[2500:])
+    task = types.SimpleNamespace(data=data)
+    config = types.SimpleNamespace(max_drop=2.0, confidence=0.95)
+    lines = []
+    reports = export_models(task, {"teacher": teacher}, tmp_path, "auto", config, log=lines.append)
+    report = reports["teacher"]
+    assert report["precision"] == report["auto"]["chosen"] == "int8"
+    assert report["verification"]["n"] == 500  # verified on the test split
+    assert any("teacher: precision" in line for line in lines)  # the table went to the log
+    write_json(tmp_path / "report.json", reports)
+    assert json.loads((tmp_path / "report.json").read_text())["teacher"]["auto"]["tried"][0]["accepted"]
