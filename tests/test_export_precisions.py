@@ -157,3 +157,22 @@ def test_compress_export_with_auto_records_the_trials(tmp_path):
     assert any("teacher: precision" in line for line in lines)  # the table went to the log
     write_json(tmp_path / "report.json", reports)
     assert json.loads((tmp_path / "report.json").read_text())["teacher"]["auto"]["tried"][0]["accepted"]
+
+
+def test_compress_summary_says_precision_path_and_auto_trials():
+    from rmtkd_tf.report import format_summary
+
+    side = {"params": 10, "flops": 20, "val_accuracy": 90.0, "test_accuracy": 89.0}
+    trial = {"precision": "int8", "exporter": "keras-litert", "size_bytes": 4096, "keras_accuracy": 0.9,
+             "tflite_accuracy": 0.7, "drop": 20.0, "drop_upper": 25.0, "accepted": False, "error": None, "seconds": 1.0}
+    fp32 = {**trial, "precision": "fp32", "tflite_accuracy": 0.9, "drop": 0.0, "drop_upper": 0.4, "accepted": True}
+    export = {"precision": "fp32", "exporter": "keras-litert", "size_bytes": 8192,
+              "verification": {"tflite_accuracy": 0.89, "top1_agreement": 1.0},
+              "auto": {"chosen": "fp32", "accepted": True, "max_drop": 1.0, "confidence": 0.95,
+                       "validation_examples": 1000, "tried": [trial, fp32]}}
+    report = {"teacher": side, "student": side, "param_reduction": 0.0, "flop_reduction": 0.0,
+              "export": {"student": export}, "stopped": "done"}
+    text = format_summary(report)
+    assert "student.tflite: fp32, via keras-litert (auto)" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith(("int8 ", "fp32 "))]
+    assert rows[0][0] == "int8" and rows[0][-1] == "no" and rows[1][0] == "fp32" and rows[1][-1] == "yes"
