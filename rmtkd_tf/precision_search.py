@@ -94,7 +94,7 @@ def format_trials(trials, max_drop, confidence, n_validation):
     >>> print(format_trials([PrecisionTrial("int8", "keras-litert", 2048, 0.9, 0.85, 5.0, 7.1)], 1.0, 0.95, 100))
     precision  exporter      size KiB  keras acc  tflite acc  drop (pts)  upper  accepted
     int8       keras-litert       2.0      90.00       85.00       +5.00   7.10  no
-    (auto: smallest precision whose validation drop's 95% upper bound is <= 1.0 pt; 100 validation examples)
+    (auto: smallest precision whose validation drop's 95% upper bound is <= 1 pt; 100 validation examples)
     """
     header = ("precision", "exporter", "size KiB", "keras acc", "tflite acc", "drop (pts)", "upper", "accepted")
     rows = []

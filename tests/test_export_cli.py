@@ -228,3 +228,18 @@ def test_sizes_are_labelled_in_binary_units():
     assert export_cmd._format_size(2048) == "2.0 KiB"
     assert export_cmd._format_size(3 * 1024 * 1024) == "3.0 MiB"
     assert export_cmd._format_size(100) == "100 B"
+
+
+def test_op_summary_counts_add_up(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    hidden = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="gelu")(inputs))
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(4)(hidden)))
+    model_path = tmp_path / "ln.keras"
+    model.save(model_path)
+    result = run([model_path, "-o", tmp_path / "ln.tflite"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("wrote"))
+    total = int(line.split(" ops: ")[0].rsplit(", ", 1)[1])
+    listed = sum(int(part.split(" x")[1]) for part in line.split(" ops: ")[1].split(", ") if " x" in part)
+    assert "more op type" in line and listed < total  # what is not listed is said to be there
