@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import re
@@ -504,13 +505,12 @@ def _selectively_quantize(converter, representative_dataset):
     return debugger.get_nondebug_quantized_model()
 
 
-class _quiet_converter(warnings.catch_warnings):
+@contextlib.contextmanager
+def _quiet_converter():
     """Calibration runs TF's own deprecated tf.lite.Interpreter; its warning is noise."""
-
-    def __enter__(self):
-        result = super().__enter__()
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        return result
+        yield
 
 
 def _raise_converter_error(error, precision, trace_error=None):
