@@ -252,7 +252,8 @@ def export(
     top_ops = sorted(report.op_histogram.items(), key=lambda item: (-item[1], item[0]))
     shown = ", ".join(f"{name} x{count}" for name, count in top_ops[:6])
     if len(top_ops) > 6:
-        shown += f", {len(top_ops) - 6} more op types"
+        hidden = len(top_ops) - 6
+        shown += f", {hidden} more op type{'s' if hidden > 1 else ''} ({sum(c for _, c in top_ops[6:])} ops)"
     click.echo(
         f"wrote {report.path} ({_format_size(report.size_bytes)}, {report.precision}, via {report.exporter}, "
         f"{report.n_ops} ops: {shown}) in {report.wall_time_s:.1f} s"
