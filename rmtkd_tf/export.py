@@ -520,9 +520,12 @@ def _raise_converter_error(error, precision, trace_error=None):
         raise FlexOpsError(flex_ops, custom_ops) from None
     if trace_error is not None and not _is_converter_error(error):
         raise trace_error(_first_line(error)) from None
-    raise ExportError(
-        f"TFLite conversion ({precision}) failed: {_converter_error_summary(error)}"
-    ) from error
+    summary = _converter_error_summary(error)
+    match = re.search(r"Failed for tensor (\S+)", summary)
+    if precision == "int16x8" and "Max and min for dynamic tensors" in summary and match:
+        summary = (f"the 16x8 quantizer cannot handle the integer input {match.group(1)} (an embedding "
+                   f"lookup's ids have no activation range); use int8-mixed or int8-dynamic")
+    raise ExportError(f"TFLite conversion ({precision}) failed: {summary}") from error
 
 
 def _is_converter_error(error):

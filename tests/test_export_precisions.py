@@ -176,3 +176,13 @@ def test_compress_summary_says_precision_path_and_auto_trials():
     assert "student.tflite: fp32, via keras-litert (auto)" in text
     rows = [line.split() for line in text.splitlines() if line.startswith(("int8 ", "fp32 "))]
     assert rows[0][0] == "int8" and rows[0][-1] == "no" and rows[1][0] == "fp32" and rows[1][-1] == "yes"
+
+
+def test_int16x8_names_the_integer_input_it_cannot_handle(tmp_path):
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((6,), dtype="int32", name="token_ids")
+    model = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(20, 4)(ids))))
+    x = np.random.default_rng(0).integers(0, 20, (50, 6)).astype("int32")
+    with pytest.raises(ExportError, match="integer input .*token_ids.* use int8-mixed or int8-dynamic"):
+        export_tflite(model, tmp_path / "m.tflite", precision="int16x8", representative_data=x)
+    assert os.listdir(tmp_path) == []
