@@ -43,6 +43,7 @@ Example (needs a phone and a benchmark_model build for its ABI):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -53,7 +54,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from android_bench.benchmark_output import benchmark_model_errors, parse_benchmark_model_output
+from android_bench.benchmark_output import benchmark_model_errors
 from android_bench.elf import ABI_TO_UNAME, elf_abi
 from android_bench.errors import (
     BenchmarkFailedError,
@@ -66,6 +67,7 @@ from android_bench.errors import (
     WrongAbiError,
 )
 from android_bench.runner import CommandResult, CommandRunner, SubprocessRunner
+from android_bench.tool_results import result_from_tool_output
 from rmtkd_tf.bench.energy import (
     BatterySample,
     battery_conventions,
@@ -76,10 +78,7 @@ from rmtkd_tf.bench.schema import (
     BenchmarkResult,
     DeviceInfo,
     EnergyInfo,
-    LatencyStats,
-    MemoryInfo,
     file_size_and_sha256,
-    throughput_from_latency,
 )
 
 DEVICE_TMP = "/data/local/tmp"
@@ -513,70 +512,40 @@ class AdbDevice:
             errors = benchmark_model_errors(out.benchmark_text)
             reason = errors[0] if errors else _last_line(out.benchmark_text)
             raise BenchmarkFailedError(f"benchmark_model failed on {info.serial} (exit {out.exit_code}): {reason}")
+        delegate = "gpu" if use_gpu else ("xnnpack" if use_xnnpack else "none")
         try:
-            parsed = parse_benchmark_model_output(out.benchmark_text)
+            # TFLite 2.x text or LiteRT 2.x's BENCHMARK RESULTS block: one converter for both.
+            base = result_from_tool_output(
+                model_path, runner="benchmark_model", transport="adb", threads=threads, delegate=delegate,
+                warmup=warmup, text=out.benchmark_text, device=info, batch_size=_model_batch_size(model_path),
+                memory_note="benchmark_model's own memory lines (approximate, include the tool itself)")
         except ValueError as err:
             raise BenchmarkFailedError(f"benchmark_model output from {info.serial} not understood: {err}") from None
-        stats = parsed["inference_stats"]
-        if stats is None:
-            raise BenchmarkFailedError(f"benchmark_model on {info.serial} printed no per-run statistics")
-        warm = parsed["warmup_stats"]
-        us = 1e-3
-        latency = LatencyStats(
-            min=stats["min"] * us,
-            median=stats["median"] * us if "median" in stats else None,
-            mean=stats["avg"] * us,
-            p90=None,
-            p99=None,
-            max=stats["max"] * us,
-            std=stats["std"] * us,
-        )
-        timed_runs = int(stats["count"])
-        warmup_runs = int(warm["count"]) if warm else warmup
-        memory = parsed["memory"]
-        batch = _model_batch_size(model_path)
-        energy = self._energy(out, parsed, warmup_runs + timed_runs) if measure_energy else EnergyInfo.unavailable(
-            "energy measurement was switched off")
-        delegate = "gpu" if use_gpu else ("xnnpack" if use_xnnpack else "none")
-        return BenchmarkResult(
-            model_path=model_path,
+        parsed = base.extra["parsed"]
+        energy = self._energy(out, base.init_ms, base.warmup_runs + base.runs) if measure_energy else (
+            EnergyInfo.unavailable("energy measurement was switched off"))
+        return dataclasses.replace(
+            base,
             model_size_bytes=size,
             model_sha256=sha256,
-            runner="benchmark_model",
-            transport="adb",
-            device=info,
-            threads=threads,
-            delegate=delegate,
-            batch_size=batch,
-            warmup_runs=warmup_runs,
-            runs=timed_runs,
-            latency_ms=latency,
-            throughput_per_s=throughput_from_latency(latency.mean, batch),
-            init_ms=parsed["init_us"] * us if parsed["init_us"] is not None else None,
-            peak_rss_mb=memory.get("periodic_peak_mb"),
-            memory=MemoryInfo(
-                peak_rss_mb=memory.get("periodic_peak_mb"),
-                init_mb=memory.get("init_mb"),
-                overall_mb=memory.get("overall_mb"),
-                kind=memory.get("kind"),
-                end_rss_mb=memory.get("vm_rss_mb"),
-                note="benchmark_model's own memory lines (approximate, include the tool itself)",
-            ),
+            energy=energy,
             # The process CPU time below includes init and warm-up, so it is not
             # a per-inference figure; kept in `extra` instead of guessing.
             cpu_seconds_per_inference=None,
-            energy=energy,
             extra={
                 **extra,
                 "cpu_mask": mask,
                 "process_cpu_seconds": out.child_cpu_seconds,
                 "requested_warmup_runs": warmup,
                 "requested_runs": runs,
-                "benchmark_model": parsed,
+                "sources": base.extra["sources"],
+                "percentiles_ms": base.extra["percentiles_ms"],
+                "benchmark_model": parsed.get("tflite_text"),
+                "litert_results": parsed.get("litert_text"),
             },
         )
 
-    def _energy(self, out: RunOutput, parsed: dict, inferences: int) -> EnergyInfo:
+    def _energy(self, out: RunOutput, init_ms: float | None, inferences: int) -> EnergyInfo:
         if out.missing_battery_files or len(out.run_samples) < 2:
             return EnergyInfo.unavailable(
                 f"battery current_now/voltage_now not readable under {POWER_SUPPLY}/battery on this device"
@@ -585,11 +554,11 @@ class AdbDevice:
         reason = charging_reason(all_samples)
         if reason:
             return EnergyInfo.unavailable(reason, num_samples=len(all_samples))
-        if out.start_uptime_s is None or out.stop_uptime_s is None or parsed["init_us"] is None:
+        if out.start_uptime_s is None or out.stop_uptime_s is None or init_ms is None:
             return EnergyInfo.unavailable("run start/stop or init time missing from the output: cannot place the window")
         try:
             conventions = battery_conventions(all_samples)
-            start = out.start_uptime_s + parsed["init_us"] * 1e-6
+            start = out.start_uptime_s + init_ms * 1e-3
             window = integrate_battery_energy(out.run_samples, start, out.stop_uptime_s, conventions)
             idle = integrate_battery_energy(out.idle_samples, conventions=conventions) if len(out.idle_samples) >= 2 else None
         except ValueError as err:

@@ -186,3 +186,96 @@ class SshBoard:
                 "remote_command": command,
             },
         )
+
+    def benchmark_binary(self, model_path: str | os.PathLike, **options) -> BenchmarkResult:
+        """Run a `benchmark_model` binary on the board (see `benchmark_binary_over_ssh`)."""
+        return benchmark_binary_over_ssh(self, model_path, **options)
+
+
+def _scp_from_argv(board: "SshBoard", remote: str, local: str) -> list[str]:
+    argv = ["scp", "-q", "-o", "BatchMode=yes"] + board.ssh_options
+    if board.port is not None:
+        argv += ["-P", str(board.port)]
+    return argv + [f"{board.host}:{remote}", local]
+
+
+def benchmark_binary_over_ssh(board: SshBoard, model_path: str | os.PathLike, binary: str | os.PathLike | None = None,
+                              binary_on_board: str | None = None, threads: int = 1, warmup: int = 10,
+                              runs: int = 100, use_xnnpack: bool = True, cpu_mask: str | None = None,
+                              run_id: str | None = None, timeout_s: float = 1800.0) -> BenchmarkResult:
+    """Run a `benchmark_model` binary (TFLite 2.x or LiteRT 2.x) on the board.
+
+    Sequence (one runner command each): `uname -m` (the local binary's ELF
+    machine must match), `mkdir -p /tmp/rmtkd_<id>`, scp the model (and the
+    binary, then `chmod 755`), `[taskset MASK] BINARY --graph=... --result_file_path=.../result.pb`,
+    scp the result proto back (absent for TFLite builds: ignored), and
+    `rm -rf` the directory in a `finally`.  The text (stdout + stderr) and the
+    proto go through `android_bench.tool_results`.
+    """
+    import tempfile
+
+    from android_bench.elf import ABI_TO_UNAME, elf_abi
+    from android_bench.errors import MissingBinaryError, WrongAbiError
+    from android_bench.local import _check_counts, benchmark_model_argv, failure_reason, hex_mask
+    from android_bench.tool_results import result_from_tool_output
+    from android_bench.adb import _model_batch_size
+
+    _check_counts(threads, warmup, runs)
+    model_path = os.fspath(model_path)
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    if (binary is None) == (binary_on_board is None):
+        raise MissingBinaryError("benchmark_model binary needed: pass --binary PATH (copied to the board) "
+                                 "or --binary-on-device PATH (already there)")
+    if binary is not None and not os.path.isfile(binary):
+        raise MissingBinaryError(f"benchmark_model binary not found: {binary}")
+    mask = hex_mask(cpu_mask)
+    machine = board.ssh("uname -m").stdout.strip()
+    abi = None
+    if binary is not None:
+        try:
+            abi = elf_abi(binary)
+        except ValueError as error:
+            raise WrongAbiError(str(error)) from None
+        if machine and ABI_TO_UNAME.get(abi) != machine:
+            raise WrongAbiError(f"{binary} is built for {abi} but {board.host} is {machine}")
+    run_id = run_id or uuid.uuid4().hex[:8]
+    remote_dir = f"{board.remote_tmp}/rmtkd_{run_id}"
+    remote_model = f"{remote_dir}/model.tflite"
+    remote_binary = binary_on_board or f"{remote_dir}/benchmark_model"
+    remote_proto = f"{remote_dir}/result.pb"
+    argv = benchmark_model_argv(remote_binary, remote_model, threads, warmup, runs, use_xnnpack, remote_proto)
+    command = " ".join(shlex.quote(word) for word in argv)
+    if mask:
+        command = f"taskset {mask} {command}"
+    proto = None
+    with tempfile.TemporaryDirectory(prefix="rmtkd_ssh_") as tmp:
+        local_proto = os.path.join(tmp, "result.pb")
+        try:
+            board.ssh(f"mkdir -p {shlex.quote(remote_dir)}")
+            board._check(board.runner(board._scp_argv(model_path, remote_model)), "scp")
+            if binary is not None:
+                board._check(board.runner(board._scp_argv(os.fspath(binary), remote_binary)), "scp")
+                board.ssh(f"chmod 755 {shlex.quote(remote_binary)}")
+            run = board.ssh(command, timeout=timeout_s, check=False)
+            if run.returncode == 0:
+                fetched = board.runner(_scp_from_argv(board, remote_proto, local_proto))
+                if fetched.returncode == 0 and os.path.isfile(local_proto):
+                    with open(local_proto, "rb") as handle:
+                        proto = handle.read() or None
+        finally:
+            board.ssh(f"rm -rf {shlex.quote(remote_dir)}", check=False)
+    if run.returncode == 255:
+        board._check(run, "benchmark_model")
+    if run.returncode != 0:
+        raise BenchmarkFailedError(f"benchmark_model failed on {board.host} (exit {run.returncode}): {failure_reason(run)}")
+    try:
+        return result_from_tool_output(
+            model_path, runner="benchmark_model", transport="ssh", threads=threads,
+            delegate="xnnpack" if use_xnnpack else "none", warmup=warmup, text=run.stdout + "\n" + run.stderr,
+            proto=proto, device=DeviceInfo(machine=machine or None, serial=board.host),
+            batch_size=_model_batch_size(model_path),
+            extra={"run_id": run_id, "remote_dir": remote_dir, "cpu_mask": mask, "binary_abi": abi,
+                   "binary_on_device": binary_on_board, "remote_command": command})
+    except ValueError as error:
+        raise BenchmarkFailedError(f"benchmark_model output from {board.host} not understood: {error}") from None

@@ -1,8 +1,8 @@
 """Write a data folder whose validation split is the one a teacher was selected on, not trained on.
 
-    python benchmarks/teacher_split.py --data ../shared/data/agnews --out benchmarks/runs/agnews_teacher_split
+    python -m benchmarks train teacher-split --data ../shared/data/agnews --out benchmarks/runs/agnews_teacher_split
 
-AG News ships only `dev.tsv` (training rows) and `test.tsv`. `benchmarks/train_bert.py` (and
+AG News ships only `dev.tsv` (training rows) and `test.tsv`. `python -m benchmarks train bert` (and
 `benchmarks/gpu_teachers/`) hold out a stratified 10% of `dev.tsv` (`split_train(..., (0.1, 0), seed)`)
 to select the teacher's epoch and train on the rest. A compression run that carves its validation
 split from `dev.tsv` again would validate mostly on examples the teacher was trained on (and fits

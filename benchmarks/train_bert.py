@@ -1,8 +1,8 @@
 """Train BERT teachers for the text benchmarks: MiniLM-L6 fine-tuned, or the same shape from scratch.
 
-    python benchmarks/train_bert.py --task sst2 --init pretrained            # MiniLM-L6 fine-tuned on SST-2
-    python benchmarks/train_bert.py --task agnews --init pretrained          # ... on AG News
-    python benchmarks/train_bert.py --task sst2 --init scratch               # 6x384 BERT from random weights
+    python -m benchmarks train bert --task sst2 --init pretrained            # MiniLM-L6 fine-tuned on SST-2
+    python -m benchmarks train bert --task agnews --init pretrained          # ... on AG News
+    python -m benchmarks train bert --task sst2 --init scratch               # 6x384 BERT from random weights
 
 Each run writes, in `--out` (default `benchmarks/models`):
 

@@ -1,6 +1,6 @@
 """Train the CIFAR-10 teachers used by the examples and benchmarks.
 
-    python benchmarks/train_cifar10.py --data ../shared/data/cifar10 --out benchmarks/models
+    python -m benchmarks train cifar10 --data ../shared/data/cifar10 --out benchmarks/models
 
 writes `cifar10_cnn.keras` (a VGG-style CNN with a Dense head) and
 `cifar10_mlp.keras` (a Dense-heavy MLP), and `teachers.json` with their test
@@ -81,7 +81,7 @@ def train(model, x, y, x_test, y_test, epochs, batch_size, lr, augment_data, see
     return float(model.evaluate(x_test, y_test, verbose=0)[1] * 100)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "models"))
@@ -90,7 +90,7 @@ def main():
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["cnn", "mlp"], default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     t0 = time.time()
     splits = load_data(args.data, limit=args.limit, seed=args.seed)

@@ -6,10 +6,19 @@ Examples:
     rmtkd-tf bench student.tflite --vs teacher.tflite --runs 200 -o compare.json
     rmtkd-tf bench student.tflite --device adb --binary android_aarch64_benchmark_model --cpu-mask f0
     rmtkd-tf bench student.tflite --device ssh --ssh-host pi@raspberrypi.local --threads 4
+    rmtkd-tf bench student.tflite --vs teacher.tflite --tool litert-benchmark
+    rmtkd-tf bench student.tflite --vs teacher.tflite --tool benchmark_model --binary ./benchmark_model
+    rmtkd-tf bench student.tflite --tool benchmark_model --binary ./benchmark_model_aarch64 --ssh pi@board
 
-With `--vs` on the host both models run alternately in one process (ABBA
-blocks), so the printed a/b ratios are robust to frequency/thermal drift.
-On adb/ssh the two models run one after the other.
+`--tool` picks what measures: `interpreter` (LiteRT's Python interpreter, in
+process on the host or via a small script on an ssh board), `litert-benchmark`
+(the ai-edge-litert wheel's benchmark command, host) or `benchmark_model`
+(a TFLite 2.x or LiteRT 2.x C++ binary: host, ssh or adb).  All give the same
+JSON schema and table.
+With `--vs` on the host (interpreter) both models run alternately in one
+process (ABBA blocks), so the printed a/b ratios are robust to
+frequency/thermal drift.  With the external tools and on adb/ssh the two
+models run one after the other.
 The JSON report is written atomically (temp file in the same directory,
 then rename), so a crash never leaves a half-written report.
 """
@@ -91,6 +100,71 @@ def format_table(results) -> str:
                      for row in rows)
 
 
+TOOLS = ("interpreter", "litert-benchmark", "benchmark_model")
+
+
+def resolve_target(device, tool, ssh_dest, adb_serial, serial, ssh_host):
+    """Fold the --ssh/--adb shorthands into (device, tool, serial, ssh_host); pick the default tool."""
+    if ssh_dest is not None and adb_serial is not None:
+        raise click.ClickException("--ssh and --adb are two different targets: give one")
+    if ssh_dest is not None:
+        if device not in ("host", "ssh") or (ssh_host and ssh_host != ssh_dest):
+            raise click.ClickException("--ssh USER@HOST conflicts with --device/--ssh-host: give one of them")
+        device, ssh_host = "ssh", ssh_dest
+    if adb_serial is not None:
+        if device not in ("host", "adb") or (serial and adb_serial and serial != adb_serial):
+            raise click.ClickException("--adb [SERIAL] conflicts with --device/--serial: give one of them")
+        device, serial = "adb", serial or adb_serial or None
+    if tool is None:
+        tool = "benchmark_model" if device == "adb" else "interpreter"
+    return device, tool, serial, ssh_host
+
+
+def check_tool_options(device, tool, serial, binary, binary_on_device, use_xnnpack) -> None:
+    """One-line errors for tool/target combinations that cannot run."""
+    if device == "adb" and tool != "benchmark_model":
+        raise click.ClickException(f"--tool {tool} does not run over adb: Android runs benchmark_model (--binary)")
+    if tool == "litert-benchmark":
+        if device != "host":
+            raise click.ClickException("--tool litert-benchmark runs on the host only; on a board use "
+                                       "--tool interpreter or --tool benchmark_model")
+        if not use_xnnpack:
+            raise click.ClickException("--tool litert-benchmark always uses LiteRT's CPU accelerator (XNNPACK): "
+                                       "drop --no-xnnpack or use --tool interpreter")
+    if tool == "benchmark_model" and device != "adb":
+        if serial:
+            raise click.ClickException("--serial only applies to --device adb")
+        if device == "host" and not binary:
+            raise click.ClickException("--tool benchmark_model needs --binary PATH (build it with "
+                                       "android_bench/build_benchmark_model.sh)")
+        if device == "host" and binary_on_device:
+            raise click.ClickException("--binary-on-device needs --ssh or --adb; on the host give --binary PATH")
+        if binary and not os.path.isfile(binary):
+            raise click.ClickException(f"no such benchmark_model binary: {binary}")
+        if device == "ssh" and bool(binary) == bool(binary_on_device):
+            raise click.ClickException("--tool benchmark_model over ssh needs one of --binary PATH (copied to the "
+                                       "board) or --binary-on-device PATH")
+
+
+def tool_runner(device, tool, *, binary, binary_on_device, ssh_host, ssh_port, ssh_options=(), threads, warmup, runs, use_xnnpack,
+                cpu_mask):
+    """A `path -> BenchmarkResult` function for an external tool on the host or over ssh."""
+    if device == "host":
+        from android_bench.local import LocalTools
+
+        tools = LocalTools()
+        if tool == "litert-benchmark":
+            return lambda path: tools.litert_benchmark(path, threads=threads, warmup=warmup, runs=runs,
+                                                       cpu_mask=cpu_mask)
+        return lambda path: tools.benchmark_model(path, binary, threads=threads, warmup=warmup, runs=runs,
+                                                  use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
+    from android_bench.ssh import SshBoard
+
+    board = SshBoard(ssh_host, port=ssh_port, ssh_options=ssh_options)
+    return lambda path: board.benchmark_binary(path, binary=binary, binary_on_board=binary_on_device, threads=threads,
+                                               warmup=warmup, runs=runs, use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
+
+
 def _fail(error: BaseException) -> click.ClickException:
     text = str(error).strip()
     return click.ClickException(text.splitlines()[0] if text else type(error).__name__)
@@ -103,11 +177,19 @@ def _fail(error: BaseException) -> click.ClickException:
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed warm-up runs.")
 @click.option("--device", type=click.Choice(["host", "adb", "ssh"]), default="host", show_default=True, help="Where to run.")
+@click.option("--tool", type=click.Choice(TOOLS), default=None,
+              help="What measures: interpreter (default on host/ssh), litert-benchmark (host), "
+                   "benchmark_model (default and only choice on adb; needs --binary on the host).")
+@click.option("--ssh", "ssh_dest", default=None, metavar="USER@HOST", help="Shorthand for --device ssh --ssh-host USER@HOST.")
+@click.option("--adb", "adb_serial", is_flag=False, flag_value="", default=None, metavar="[SERIAL]",
+              help="Shorthand for --device adb [--serial SERIAL].")
 @click.option("--serial", default=None, help="adb serial (when several devices are attached).")
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help="Local benchmark_model binary to push (adb).")
-@click.option("--binary-on-device", default=None, help="benchmark_model already on the device (adb).")
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help="Local benchmark_model binary (run here, or copied to the adb/ssh device).")
+@click.option("--binary-on-device", default=None, help="benchmark_model already on the device (adb/ssh).")
 @click.option("--ssh-host", default=None, help="ssh destination, e.g. pi@raspberrypi.local (ssh).")
 @click.option("--ssh-port", type=int, default=None, help="ssh port (ssh).")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="Extra ssh/scp -o option, repeatable, e.g. IdentityFile=~/.ssh/board (ssh).")
 @click.option("--use-xnnpack/--no-xnnpack", default=True, show_default=True, help="Use the XNNPACK CPU delegate.")
 @click.option("--use-gpu", is_flag=True, default=False, help="Use the GPU delegate (adb only).")
 @click.option("--cpu-mask", default=None, help="Hex CPU affinity mask, e.g. f0 for the big cores.")
@@ -115,8 +197,8 @@ def _fail(error: BaseException) -> click.ClickException:
 @click.option("--energy/--no-energy", default=True, show_default=True, help="Sample the battery during adb runs.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
 @click.option("--overwrite", is_flag=True, help="Let -o replace an existing file that is not a JSON report.")
-def bench(model, other, threads, runs, warmup, device, serial, binary, binary_on_device, ssh_host, ssh_port,
-          use_xnnpack, use_gpu, cpu_mask, block_runs, energy, output, overwrite):
+def bench(model, other, threads, runs, warmup, device, tool, ssh_dest, adb_serial, serial, binary, binary_on_device,
+          ssh_host, ssh_port, ssh_options, use_xnnpack, use_gpu, cpu_mask, block_runs, energy, output, overwrite):
     """Benchmark MODEL.tflite (latency, size, CPU time, memory, energy where measurable)."""
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.run_folder import check_output_file, looks_like_json
@@ -132,20 +214,30 @@ def bench(model, other, threads, runs, warmup, device, serial, binary, binary_on
             raise click.ClickException(str(error)) from None
     if other is not None:
         check_comparable(model, other)
+    device, tool, serial, ssh_host = resolve_target(device, tool, ssh_dest, adb_serial, serial, ssh_host)
     if use_gpu and device != "adb":
         raise click.ClickException("--use-gpu needs --device adb (the host and ssh runners are CPU-only)")
-    if device != "adb" and (serial or binary or binary_on_device):
-        raise click.ClickException("--serial/--binary/--binary-on-device only apply to --device adb")
+    if device != "adb" and tool != "benchmark_model" and (serial or binary or binary_on_device):
+        raise click.ClickException("--serial/--binary/--binary-on-device only apply to --device adb or --tool benchmark_model")
     if device == "ssh" and not ssh_host:
         raise click.ClickException("--device ssh needs --ssh-host HOST")
-    if device != "ssh" and (ssh_host or ssh_port):
-        raise click.ClickException("--ssh-host/--ssh-port only apply to --device ssh")
+    if device != "ssh" and (ssh_host or ssh_port or ssh_options):
+        raise click.ClickException("--ssh-host/--ssh-port/--ssh-option only apply to --device ssh")
+    ssh_argv = [word for option in ssh_options for word in ("-o", option)]
+    check_tool_options(device, tool, serial, binary, binary_on_device, use_xnnpack)
 
     from android_bench.errors import DeviceBenchError
     from rmtkd_tf.bench.schema import ComparisonResult
 
     try:
-        if device == "host":
+        if tool != "interpreter" and device != "adb":
+            run_one = tool_runner(device, tool, binary=binary, binary_on_device=binary_on_device, ssh_host=ssh_host,
+                                  ssh_port=ssh_port, ssh_options=ssh_argv, threads=threads, warmup=warmup, runs=runs,
+                                  use_xnnpack=use_xnnpack, cpu_mask=cpu_mask)
+            first = run_one(model)
+            report = first if other is None else ComparisonResult.from_pair(
+                first, run_one(other), {"schedule": f"sequential {tool} runs on {device}: MODEL then OTHER"})
+        elif device == "host":
             from rmtkd_tf.bench.host import benchmark_tflite, compare_tflite
 
             if other is None:
@@ -167,7 +259,7 @@ def bench(model, other, threads, runs, warmup, device, serial, binary, binary_on
             else:
                 from android_bench.ssh import SshBoard
 
-                target = SshBoard(ssh_host, port=ssh_port)
+                target = SshBoard(ssh_host, port=ssh_port, ssh_options=ssh_argv)
 
                 def run_one(path):
                     return target.benchmark(path, threads=threads, warmup=warmup, runs=runs,

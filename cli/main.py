@@ -7,17 +7,22 @@ errors (bad input, a refused output path, a locked or mismatched run folder,
 diverged training, an unexpected failure), 2 for click's usage errors, 130
 when interrupted (Ctrl-C). Set RMTKD_TF_TRACEBACK=1 to see the traceback of
 an unexpected error.
+
+Nothing heavy is imported at start-up: `rmtkd-tf --help` and `rmtkd-tf COMMAND --help` never
+import TensorFlow. TensorFlow's start-up notices are hidden (`cli.quiet_tf`) unless `-v` is
+given before the command (`rmtkd-tf -v compress ...`) or RMTKD_TF_VERBOSE=1 is set.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import click
 
-import click  # noqa: E402
+from cli import quiet_tf
 
 DEFAULT_MODEL = "cifar10_cnn.keras"
 DEFAULT_DATA = "cifar10_sample.npz"
@@ -29,16 +34,24 @@ def _assets_dir():
     return Path(__file__).resolve().parent.parent / "rmtkd_tf" / "assets"
 
 
-class _Log:
-    """Timestamped progress lines on stderr (stdout stays for tables)."""
+def _run_log(quiet, listeners=()):
+    """The command's `rmtkd_tf.progress.RunLog` (timestamped lines and progress on stderr).
 
-    def __init__(self, quiet=False):
-        self.t0 = time.time()
-        self.quiet = quiet
+    Says "loading TensorFlow" first: importing it takes seconds, and nothing else would be printed meanwhile.
+    """
+    t0 = time.time()
+    if not quiet:
+        click.echo(f"[{0.0:7.1f}s] loading TensorFlow and Keras", err=True)
+    from rmtkd_tf.progress import RunLog
 
-    def __call__(self, message):
-        if not self.quiet:
-            click.echo(f"[{time.time() - self.t0:7.1f}s] {message}", err=True)
+    log = RunLog(quiet=quiet, listeners=listeners)
+    log.t0 = t0
+    return log
+
+
+# rmtkd_tf.errors.EXIT_INTERRUPTED, repeated so that `COMMAND --help` imports no rmtkd_tf module (which
+# would import TensorFlow); tests/test_cli_startup.py checks that the two agree.
+EXIT_INTERRUPTED = 130
 
 
 def _fail(exc):
@@ -74,8 +87,6 @@ class _OneLineGroup(click.Group):
     """
 
     def invoke(self, ctx):
-        from rmtkd_tf.errors import EXIT_INTERRUPTED
-
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -92,8 +103,11 @@ class _OneLineGroup(click.Group):
 
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rmtkd-tf")
-def cli():
+@click.option("-v", "--verbose", is_flag=True,
+              help=f"Show TensorFlow's own start-up and log messages (hidden by default; or set {quiet_tf.VERBOSE_ENV}=1).")
+def cli(verbose):
     """RMT-KD: shrink a trained Keras model with random-matrix theory and self-distillation."""
+    quiet_tf.configure_logging(verbose or quiet_tf.verbose_requested([]))
 
 
 def embedded_default_settings(command):
@@ -170,7 +184,7 @@ _common = [
     click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), required=True, help="Output folder."),
     click.option("--tokenizer", type=click.Path(exists=True), default=None, help="Text models: vocab.txt or HF folder (default: <model>.vocab.txt)."),
     click.option("--seq-len", type=int, default=None, help="Text models: tokens per example (default: the model's input length)."),
-    click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (tables and errors still print)."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars: only the result (and errors)."),
     click.option("--overwrite", is_flag=True,
                  help="Write into a non-empty -o folder that holds no rmtkd-tf run (or start over an earlier run)."),
 ]
@@ -210,11 +224,11 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
     (rmtkd_tf/assets/cifar10_cnn.keras) on the packaged sample of real CIFAR-10 images
     (rmtkd_tf/assets/cifar10_sample.npz), or on --data when given.
     """
+    log = _run_log(quiet)
     from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import analyze_model
     from rmtkd_tf.run_folder import check_output_folder, removing_created_on_failure
 
-    log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
     check_output_folder(output_dir, {"model": model_path, "data": data_spec, "tokenizer": tokenizer}, overwrite=overwrite)
     with unsafe_loading(unsafe), removing_created_on_failure(output_dir):
@@ -228,6 +242,20 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
         except ValueError as exc:
             _fail(exc)
     click.echo(result["table"])
+
+
+def _compression_config(options):
+    """The `CompressionConfig` of `compress`'s options: every option named like a config field sets that field;
+    the rank rule's parameters come from --tau / --energy / --rank / --ratio, the layer paths from --layers."""
+    import dataclasses
+
+    from rmtkd_tf.compression import CompressionConfig
+
+    values = {field.name: options[field.name] for field in dataclasses.fields(CompressionConfig) if field.name in options}
+    values["rule_params"] = _rule_params(options["rank_rule"], options["tau"], options["energy_fraction"],
+                                         options["fixed_rank"], options["fixed_ratio"])
+    values["layers"] = options["layers"].split(",") if options["layers"] else None
+    return CompressionConfig(**values)
 
 
 @cli.command()
@@ -283,28 +311,32 @@ def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validat
               help="Of the .tflite files (see `rmtkd-tf export --help`); auto: per model, the first of int8, int16x8, "
                    "int8-mixed, int8-dynamic, fp16, fp32 whose validation accuracy is within --max-drop of its "
                    "Keras model (report.json's export.*.auto lists what was tried).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write TensorBoard logs here: ranks per layer, losses, validation accuracy and the spectra "
+                   "per step or attempt (tensorboard --logdir DIR).")
 @embedded_default_settings
 def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
              energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, schedule, target_params,
              target_flops, max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation,
              confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
-             feature_weight, calibration_samples, resume, do_export, precision, embedded_settings=None):
-    """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite and report.json to -o.
+             feature_weight, calibration_samples, resume, do_export, precision, tensorboard_dir=None,
+             embedded_settings=None):
+    """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite, report.json and report.md to -o.
 
     Without MODEL, runs the embedded default: a small CIFAR-10 CNN and a sample of real CIFAR-10 images
     packaged with rmtkd-tf, with the settings in rmtkd_tf/assets/demo_settings.json for the options not
     given (its 150 validation images cannot confirm a 1-point drop, so it cuts to a target).
     """
+    options = dict(locals())  # every option by its name, for the config (`_compression_config`)
     import dataclasses
 
-    from rmtkd_tf.compress import CompressionConfig
+    log = _run_log(quiet)
     from rmtkd_tf.errors import RMTKDError
     from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import compress_task
     from rmtkd_tf.run_folder import check_output_folder, run_fingerprint
 
-    log = _Log(quiet)
     model_path, data_spec = _resolve_inputs(model, data_spec)
     if embedded_settings:
         shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in embedded_settings.items())
@@ -318,38 +350,19 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
         _fail(RMTKDError(f"model file not found: {model_path}" if not model_path.exists()
                          else f"{model_path} is a folder; pass a .keras file (SavedModel folders are not supported)"))
     try:
-        config = CompressionConfig(
-            schedule=schedule,
-            rank_rule=rank_rule,
-            rule_params=_rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio),
-            target_params=target_params,
-            target_flops=target_flops,
-            distillation_epochs=distillation_epochs,
-            distillation_learning_rate=distillation_learning_rate,
-            search_tolerance=search_tolerance,
-            max_attempts=max_attempts,
-            min_rank_ratio=min_rank_ratio,
-            max_drop=max_drop,
-            confidence=confidence,
-            order=order,
-            split_on_rollback=split_on_rollback,
-            layers=layers.split(",") if layers else None,
-            max_steps=max_steps,
-            epochs_per_step=epochs_per_step,
-            final_epochs=final_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            alpha=alpha,
-            temperature=temperature,
-            feature_weight=feature_weight,
-            calibration_samples=calibration_samples,
-            seed=seed,
-        )
+        config = _compression_config(options)
     except RMTKDError as exc:
         _fail(exc)
     data_settings = {"limit": limit, "seed": seed, "calibration_fraction": calibration_fraction,
                      "validation_fraction": validation_fraction, "validation": validation, "seq_len": seq_len,
                      "tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve())}
+    board = None
+    if tensorboard_dir is not None:
+        if Path(tensorboard_dir).exists() and not Path(tensorboard_dir).is_dir():
+            _fail(RMTKDError(f"--tensorboard {tensorboard_dir} is a file, not a folder"))
+        from rmtkd_tf.tensorboard import TensorBoardLog
+
+        board = log.add_listener(TensorBoardLog(tensorboard_dir))
     with unsafe_loading(unsafe):
         task = _prepare(model_path, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, log,
                         tokenizer=tokenizer, seq_len=seq_len, validation=validation)
@@ -359,6 +372,11 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
                                    log=log, fingerprint=fingerprint, overwrite=overwrite)
         except (RMTKDError, ValueError) as exc:
             _fail(exc)
+        finally:
+            if board is not None:
+                board.close()
+    if board is not None:
+        log(f"TensorBoard logs in {tensorboard_dir}: tensorboard --logdir {tensorboard_dir}")
     from rmtkd_tf.report import format_summary
 
     click.echo(format_summary(report))
@@ -376,8 +394,17 @@ _register_optional_commands()
 
 
 def main(argv=None):
-    """The console script: `_OneLineGroup` maps every error to one line and an exit code."""
-    cli.main(args=argv, prog_name="rmtkd-tf", standalone_mode=True)
+    """The console script: `_OneLineGroup` maps every error to one line and an exit code.
+
+    Unless verbose, TensorFlow's native start-up notices are filtered out of stderr here, before
+    any command can import TensorFlow (the test runner, which calls `cli` directly, is left alone).
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    verbose = quiet_tf.verbose_requested(args)
+    quiet_tf.configure_logging(verbose)
+    if not verbose:
+        quiet_tf.filter_native_stderr()
+    cli.main(args=args, prog_name="rmtkd-tf", standalone_mode=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ except ImportError as error:  # run with a Python that lacks the install
         "`.venv/bin/python examples/fit_with_rmtkd.py` after the README's first command"
     ) from None
 from rmtkd_tf.callbacks import RMTKDCallback  # noqa: E402
-from rmtkd_tf.compress import accuracy  # noqa: E402
+from rmtkd_tf.steps import accuracy  # noqa: E402
 from rmtkd_tf.data import load_data, split_train  # noqa: E402
 
 SAMPLE = Path(rmtkd_tf.__file__).resolve().parent / "assets" / "cifar10_sample.npz"

@@ -47,6 +47,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.errors import RMTKDError
 
 METHOD = "Tango score interval (paired difference)"
@@ -106,8 +107,7 @@ def drop_from_counts(teacher_only: int, student_only: int, n: int, confidence: f
     """
     _check_confidence(confidence)
     for name, value in (("teacher_only", teacher_only), ("student_only", student_only), ("n", n)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise RMTKDError(f"{name} must be a non-negative integer count, got {value!r}")
+        check_integer(value, f"{name} (a count)", minimum=0, error=RMTKDError)
     if n == 0:
         raise RMTKDError("cannot estimate an accuracy drop on 0 validation examples")
     if teacher_only + student_only > n:

@@ -25,7 +25,7 @@ student, so that accuracy, latency and size can be compared at equal size:
   Unstructured zeros do not make a `.tflite` smaller or faster with the
   stock dense kernels (only its compressed size shrinks).
 - `fine_tune`: knowledge distillation from the teacher (the `SelfDistiller`
-  loss and settings of `rmtkd_tf.compress`), with optional callbacks.
+  loss and settings of `rmtkd_tf.compression`), with optional callbacks.
 
 Example:
 
@@ -49,6 +49,7 @@ import math
 import keras
 import numpy as np
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.factorization import low_rank_parameter_count
@@ -118,8 +119,7 @@ def svd_factors(model, ranks):
     for path, rank in ranks.items():
         kernel, bias = effective_kernel(layers[path])
         d = kernel.shape[-1]
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= d:
-            raise RMTKDError(f"rank of '{path}' must be an integer in [1, {d}], got {rank!r}")
+        rank = check_integer(rank, f"rank of '{path}'", maximum=d, error=RMTKDError)
         matrix = kernel.reshape(-1, d)
         # A wide layer (fan_in < d, e.g. a transformer's FFN expansion) has only fan_in singular directions;
         # a rank beyond that takes an orthonormal completion (W B Bᵀ = W already at rank fan_in).
@@ -393,8 +393,7 @@ def magnitude_masks(kernels, keep):
     """
     arrays = {p: np.asarray(keras.ops.convert_to_numpy(k)) for p, k in kernels.items()}
     total = sum(a.size for a in arrays.values())
-    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 0 <= keep <= total:
-        raise RMTKDError(f"keep must be an integer in [0, {total}] (weights in the pruned kernels), got {keep!r}")
+    keep = check_integer(keep, "keep", minimum=0, maximum=total, error=RMTKDError)  # weights kept in the kernels
     flat = np.concatenate([np.abs(a).ravel() for a in arrays.values()])
     kept = np.zeros(total, dtype=np.float32)
     kept[np.argsort(-flat, kind="stable")[: int(keep)]] = 1.0
@@ -440,14 +439,11 @@ class MagnitudePruning(keras.callbacks.Callback):
         super().__init__()
         if not kernels:
             raise RMTKDError("no kernels to prune")
-        if int(ramp_epochs) < 1:
-            raise RMTKDError(f"ramp_epochs must be >= 1, got {ramp_epochs}")
+        ramp_epochs = check_integer(ramp_epochs, "ramp_epochs", error=RMTKDError)
         self.kernels = dict(kernels)
         self.total_ = sum(int(np.prod(k.shape)) for k in self.kernels.values())
-        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 0 <= keep <= self.total_:
-            raise RMTKDError(f"keep must be an integer in [0, {self.total_}], got {keep!r}")
-        self.keep = int(keep)
-        self.ramp_epochs = int(ramp_epochs)
+        self.keep = check_integer(keep, "keep", minimum=0, maximum=self.total_, error=RMTKDError)
+        self.ramp_epochs = ramp_epochs
         self.masks_ = None
 
     def keep_at_epoch(self, epoch):
@@ -482,7 +478,7 @@ def fine_tune(student, teacher, data, epochs, learning_rate=1e-4, batch_size=64,
               seed=0, callbacks=()):
     """Distil `student` from frozen `teacher` for `epochs` on `data.x_train` (the loss RMT-KD uses).
 
-    `data` is a `rmtkd_tf.compress.CompressionData`. The teacher's trainable
+    `data` is a `rmtkd_tf.compression.CompressionData`. The teacher's trainable
     flags are restored afterwards. Returns the last epoch's logs.
     """
     from rmtkd_tf.distill import SelfDistiller

@@ -38,8 +38,16 @@ class DataValidationError(RMTKDError):
     """The data do not fit the model (labels, shapes, non-finite values, too few examples)."""
 
 
+class DataLoadError(RMTKDError):
+    """The data set named by a spec cannot be read; the message is one line meant for users."""
+
+
 class NonFiniteTrainingError(RMTKDError):
     """Training produced NaN or Inf losses or weights; the run stops before saving them."""
+
+
+class RankRuleError(RMTKDError):
+    """A rank rule that cannot be resolved (unknown name, unknown or bad parameter) or serialised."""
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -58,6 +58,7 @@ import warnings
 
 import numpy as np
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.errors import RMTKDError
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
@@ -299,10 +300,7 @@ def convert_tflite(
             f"precision={precision!r} needs representative_data (a few hundred real inputs) "
             "to calibrate activation ranges"
         )
-    if int(max_representative_samples) < 1:
-        raise ValueError(
-            f"max_representative_samples must be >= 1, got {max_representative_samples}"
-        )
+    max_representative_samples = check_integer(max_representative_samples, "max_representative_samples")
     if exporter == "keras-litert" and not keras_has_litert_export():
         raise ValueError("exporter='keras-litert' needs Keras >= 3.12 (model.export(format='litert'))")
     if exporter == "keras-litert" and precision == "int8-mixed":
@@ -367,8 +365,7 @@ def tflite_predict(path, inputs, batch_size=64):
     >>> probs = tflite_predict("model.tflite", x_test)  # doctest: +SKIP
     >>> accuracy = (probs.argmax(-1) == y_test).mean()  # doctest: +SKIP
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_integer(batch_size, "batch_size")
     runner = _signature_runner(path)
     named_inputs = _named_inputs_for_runner(runner, inputs)
     return _run_batched(runner, named_inputs, int(batch_size))

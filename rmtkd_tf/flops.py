@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmtkd_tf.model_walk import iter_graph_layers, layer_kind
-
-
-def output_positions_per_call(layer):
-    """Spatial (or token) positions per sample of each output of `layer` in the model graph, one per call.
-
-    1 for an output without such axes (a Dense on vectors); a `(batch, tokens, d)` output counts its tokens.
-    """
-    counts = []
-    for node in getattr(layer, "_inbound_nodes", []):
-        for tensor in node.output_tensors:
-            shape = tuple(tensor.shape)
-            counts.append(int(np.prod([s for s in shape[1:-1] if s is not None])) if len(shape) > 2 else 1)
-    return counts
+from rmtkd_tf.model_walk import iter_graph_layers, layer_kind, output_positions_per_call  # noqa: F401  (re-exported)
 
 
 def _output_positions(layer):
@@ -32,7 +19,7 @@ def layer_flops(layer):
         from rmtkd_tf.model_walk import composite_parts
 
         if composite_parts(layer) is not None:  # a transformer encoder: count its dense parts
-            from rmtkd_tf.transformers import encoder_flops
+            from rmtkd_tf.transformers.flops import encoder_flops
 
             return int(encoder_flops(layer))
         return 0

@@ -8,60 +8,14 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
+from rmtkd_tf.atomic import atomic_path, current_umask, match_umask  # noqa: F401  (re-exported)
 from rmtkd_tf.errors import RMTKDError
 
 # Set inside `unsafe_loading()`: models (and checkpoints of a run on them) may hold Lambda code.
 _UNSAFE = contextvars.ContextVar("rmtkd_tf_unsafe_loading", default=False)
-
-
-def current_umask():
-    """The process umask, read without changing it where the OS allows (Linux), else by a quick swap."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def match_umask(path):
-    """Give `path` the mode a plain `open(path, "w")` would (0644 under umask 022), not mkstemp's 0600."""
-    os.chmod(path, 0o666 & ~current_umask())
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
-
-    The file gets the mode a normal write would give it (0644 under the usual umask).
-
-    >>> import tempfile, os, stat
-    >>> target = os.path.join(tempfile.mkdtemp(), "out.txt")
-    >>> with atomic_path(target) as tmp:
-    ...     _ = open(tmp, "w").write("hello")
-    >>> open(target).read(), oct(stat.S_IMODE(os.stat(target).st_mode)) == oct(0o666 & ~current_umask())
-    ('hello', True)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        if os.path.exists(tmp):
-            match_umask(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def json_safe(value):
@@ -132,7 +86,8 @@ def load_model(path, unsafe=False):
     """Load a `.keras` model with Keras safe mode unless `unsafe`; one-line errors for bad files."""
     import keras
 
-    import rmtkd_tf  # noqa: F401  (registers the factorized layers)
+    import rmtkd_tf.layers  # noqa: F401  (registers the factorized layers)
+    import rmtkd_tf.transformers  # noqa: F401  (and the transformer ones)
 
     unsafe = unsafe or _UNSAFE.get()
     path = Path(path)

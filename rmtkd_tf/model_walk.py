@@ -233,3 +233,16 @@ def following_batchnorm(layer):
     if rank is None or not isinstance(bn.axis, int) or bn.axis % rank != _channel_axis(layer, rank):
         return None, f"BatchNormalization '{bn.name}' normalises axis {bn.axis}, not the layer's channel axis"
     return bn, None
+
+
+def output_positions_per_call(layer):
+    """Spatial (or token) positions per sample of each output of `layer` in the model graph, one per call.
+
+    1 for an output without such axes (a Dense on vectors); a `(batch, tokens, d)` output counts its tokens.
+    """
+    counts = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        for tensor in node.output_tensors:
+            shape = tuple(tensor.shape)
+            counts.append(int(np.prod([s for s in shape[1:-1] if s is not None])) if len(shape) > 2 else 1)
+    return counts

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from rmtkd_tf.errors import RMTKDError
+from rmtkd_tf.rows import concat_rows, n_rows, take_rows
 
 
 @dataclasses.dataclass
 class Task:
     model: object
-    model_path: Path
-    data: object  # rmtkd_tf.compress.CompressionData
+    model_path: Path | None  # None for a model given in memory
+    data: object  # rmtkd_tf.compression.CompressionData
     splits: object  # rmtkd_tf.data.DataSplits
     description: str
     validation_warning: str | None = None  # logged by compress_task: validation carved from train
@@ -41,22 +42,6 @@ def _check_shape(model, x, spec):
         raise RMTKDError(
             f"--data {spec} gives inputs of shape {got} but the model expects {expected}"
         )
-
-
-def _rows(x, index):
-    if isinstance(x, dict):
-        return {name: np.asarray(array)[index] for name, array in x.items()}
-    return np.asarray(x)[index]
-
-
-def _concat(a, b):
-    if isinstance(a, dict):
-        return {name: np.concatenate([a[name], b[name]]) for name in a}
-    return np.concatenate([a, b])
-
-
-def _n_rows(x):
-    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
 def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log):
@@ -111,13 +96,22 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     split (the test figures are then on the other half only); any other value is a data spec whose rows
     are the validation set. `task.data.validation_origin` says which was used.
     """
-    from rmtkd_tf.compress import CompressionData
-    from rmtkd_tf.data import load_data, split_train
-    from rmtkd_tf.data.holdout import carved_from_train_warning, choose_validation
     from rmtkd_tf.io import load_model
 
     log(f"loading model {model_path}")
     model = load_model(model_path, unsafe=unsafe)
+    return task_for_model(model, data_spec, model_path=model_path, limit=limit, seed=seed,
+                          calibration_fraction=calibration_fraction, validation_fraction=validation_fraction,
+                          tokenizer=tokenizer, sequence_length=sequence_length, validation=validation, log=log)
+
+
+def task_for_model(model, data_spec, *, model_path=None, limit=None, seed=0, calibration_fraction=0.1,
+                   validation_fraction=0.1, tokenizer=None, sequence_length=None, validation="auto", log=print):
+    """`load_task` for a model already in memory (`model_path`: where it was read from, if anywhere)."""
+    from rmtkd_tf.compression import CompressionData
+    from rmtkd_tf.data import load_data, split_train
+    from rmtkd_tf.data.holdout import carved_from_train_warning, choose_validation
+
     image_size = None
     shape = _input_shape(model)
     if shape is not None and len(shape) == 3 and shape[0] and shape[1]:
@@ -135,8 +129,11 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
         if not takes_token_ids(model):
             raise RMTKDError(
                 "text data needs a BERT-style model with token_ids, padding_mask and segment_ids inputs; "
-                f"{model_path} takes {shape if shape is not None else [t.name for t in model.inputs]} inputs"
+                f"{model_path or 'the model'} takes {shape if shape is not None else [t.name for t in model.inputs]} inputs"
             )
+        if model_path is None and tokenizer is None:
+            raise RMTKDError("text data with a model given in memory needs its tokenizer: pass the model's .keras "
+                             "path (its vocabulary lies beside it) instead of the model")
         x_train, x_test, x_own_val = _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log)
     elif tokenizer is not None:
         raise RMTKDError(f"a tokenizer was given but --data {data_spec} is {splits.modality} data, not text")
@@ -144,14 +141,14 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     own_validation = not choice.carve_from_train
     held_out = 0 if own_validation else validation_fraction
     parts = split_train(splits.x_train, splits.y_train, (calibration_fraction, held_out), seed=seed)
-    x_cal, x_val, x_rest = (_rows(x_train, index) for index in (parts.calibration, parts.validation, parts.train))
+    x_cal, x_val, x_rest = (take_rows(x_train, index) for index in (parts.calibration, parts.validation, parts.train))
     _, y_val, y_rest = parts.take(splits.y_train)
     if own_validation:
         x_val, y_val = x_own_val, np.asarray(splits.y_val)
     y_cal = splits.y_train[parts.calibration]
     data = CompressionData(
         # Fine-tuning uses every training example except the held-out validation ones.
-        x_train=_concat(x_rest, x_cal),
+        x_train=concat_rows(x_rest, x_cal),
         y_train=np.concatenate([y_rest, y_cal]),
         x_calibration=x_cal,
         x_validation=x_val,
@@ -165,17 +162,20 @@ def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibrati
     validate_task_data(model, data, data_spec, calibration_fraction=calibration_fraction, n_train_total=len(splits.y_train),
                        validation_fraction=None if own_validation else validation_fraction, log=log)
     description = f"{splits.describe()}; {choice.note}"
-    log(f"data: {description}; calibration {_n_rows(x_cal)}, validation {_n_rows(x_val)} ({choice.origin}), "
+    log(f"data: {description}; calibration {n_rows(x_cal)}, validation {n_rows(x_val)} ({choice.origin}), "
         f"fine-tuning {len(data.y_train)}")
     warning = carved_from_train_warning(len(y_val), automatic=validation == "auto") if choice.carve_from_train else None
-    return Task(model=model, model_path=Path(model_path), data=data, splits=splits, description=description,
+    return Task(model=model, model_path=None if model_path is None else Path(model_path), data=data, splits=splits, description=description,
                 validation_warning=warning)
 
 
 def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=print):
     """Spectra of every Dense/Conv2D layer on the calibration split; writes spectra.json (+ PNGs)."""
+    import math
+
     from rmtkd_tf.collection import candidate_layers, collect_activations
     from rmtkd_tf.io import write_json
+    from rmtkd_tf.progress import emit, progress_of
     from rmtkd_tf.report import format_layer_table
     from rmtkd_tf.selection import decide_ranks
     from rmtkd_tf.spectral import estimate_noise_variance, get_rank_rule, plot_spectrum
@@ -185,10 +185,15 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
     output_dir.mkdir(parents=True, exist_ok=True)
     rule = get_rank_rule(rank_rule, **rule_params)
     layers = dict(candidate_layers(task.model))
-    log(f"collecting activations of {len(layers)} layers on {_n_rows(task.data.x_calibration)} samples")
-    statistics = collect_activations(task.model, task.data.x_calibration)
+    n_calibration = n_rows(task.data.x_calibration)
+    log(f"collecting activations of {len(layers)} layers on {n_calibration} samples")
+    with progress_of(log, f"collecting activations of {len(layers)} layers", math.ceil(n_calibration / 64), "batch") as bar:
+        statistics = collect_activations(task.model, task.data.x_calibration, batch_size=64, progress=bar.update)
     decisions, _ = decide_ranks(layers, statistics, rule)
+    emit(log, "analysis", step=0, decisions=decisions)
     entries = []
+    plotting = progress_of(log if plots else None, "plotting spectra",
+                           sum(d.eigenvalues is not None and d.eigenvalues.max() > 0 for d in decisions), "layer")
     for decision in decisions:
         entry = decision.to_dict(with_eigenvalues=True)
         if decision.eigenvalues is not None and decision.eigenvalues.max() > 0:
@@ -202,7 +207,9 @@ def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=prin
                 plot_spectrum(decision.eigenvalues, fit, decision.rule_rank,
                               f"{decision.path} (d={decision.dim}, n={decision.n_samples}, n_eff={decision.n_effective})", png)
                 entry["plot"] = png.name
+                plotting.update()
         entries.append(entry)
+    plotting.close()
     write_json(output_dir / "spectra.json", {"model": str(task.model_path), "data": task.description, "rank_rule": rule.to_dict(), "layers": entries})
     log(f"wrote {output_dir / 'spectra.json'}")
     return {"layers": entries, "table": format_layer_table(decisions)}
@@ -217,7 +224,7 @@ def warn_if_validation_too_small(data, config, log=print):
     from rmtkd_tf.acceptance import too_few_warning
 
     confidence = getattr(config, "confidence", 0.95)
-    warning = too_few_warning(_n_rows(data.x_validation), config.max_drop, confidence=confidence)
+    warning = too_few_warning(n_rows(data.x_validation), config.max_drop, confidence=confidence)
     if warning is not None:
         log(warning)
     return warning
@@ -230,36 +237,99 @@ def compress_task(task, config, output_dir, resume=False, export_precision="fp32
     The folder is locked for the run and records `fingerprint` (see `rmtkd_tf.run_folder`); `resume`
     refuses a folder whose fingerprint differs, `overwrite` starts over a folder that holds a run.
     """
+    return run_task(task, config, output_dir, resume=resume, export_precision=export_precision, log=log,
+                    fingerprint=fingerprint, overwrite=overwrite)[1]
+
+
+def run_task(task, config, output_dir, *, resume=False, export_precision="fp32", log=print, fingerprint=None,
+             overwrite=False, write_report=True):
+    """`compress_task`, returning `(student, report)`; `write_report=False` skips report.md and its plots."""
     from rmtkd_tf.run_folder import claimed_run_folder
 
     with claimed_run_folder(output_dir, resume=resume, overwrite=overwrite, fingerprint=fingerprint, log=log):
-        return _compress_task(task, config, output_dir, resume, export_precision, log)
+        return _compress_task(task, config, output_dir, resume, export_precision, log, write_report)
 
 
-def _compress_task(task, config, output_dir, resume, export_precision, log):
-    from rmtkd_tf.compress import compress
+def _compress_task(task, config, output_dir, resume, export_precision, log, write_report=True):
+    from rmtkd_tf.compression import run
     from rmtkd_tf.io import save_model, write_json
+    from rmtkd_tf.progress import RunLog
+    from rmtkd_tf.run_report import SpectrumRecorder
 
     output_dir = Path(output_dir)
+    if not isinstance(log, RunLog):
+        log = RunLog(sink=log, interactive=False)
+    spectra = log.add_listener(SpectrumRecorder())
     t0 = time.time()
     if task.validation_warning:
         log(task.validation_warning)
     warn_if_validation_too_small(task.data, config, log)
-    student, report = compress(task.model, task.data, config, output_dir, resume=resume, log=log)
+    student, report = run(task.model, task.data, config, output_dir, resume=resume, log=log)
     from rmtkd_tf.finite_guard import ensure_finite_weights
 
     ensure_finite_weights(student, "the student")
     save_model(student, output_dir / "student.keras")
-    report["model"] = str(task.model_path)
+    report["model"] = str(task.model_path) if task.model_path is not None else f"{task.model.name} (in memory)"
     report["data"] = task.description
-    report["validation"] = {"origin": task.data.validation_origin, "examples": _n_rows(task.data.x_validation)}
+    report["validation"] = {"origin": task.data.validation_origin, "examples": n_rows(task.data.x_validation)}
     report["compression_wall_s"] = round(time.time() - t0, 1)
     if export_precision:
         report["export"] = export_models(task, {"teacher": task.model, "student": student}, output_dir,
                                          export_precision, config, log)
+        latency = _tflite_latency(output_dir / "teacher.tflite", output_dir / "student.tflite", task.data.x_validation, log)
+        if latency is not None:
+            report["latency"] = latency
     write_json(output_dir / "report.json", report)
     log(f"wrote {output_dir / 'report.json'}")
-    return report
+    log.listeners.remove(spectra)
+    if write_report:
+        _write_run_report(output_dir, report, spectra, log)
+    return student, report
+
+
+def _write_run_report(output_dir, report, spectra, log):
+    """`report.md` and its plots; a plot that fails is a warning, never the end of a finished run."""
+    from rmtkd_tf.run_report import write_run_report
+
+    log("plotting teacher vs student, the ranks and the spectra for report.md")
+    try:
+        path = write_run_report(output_dir, report, spectra, log=log)
+    except Exception as error:  # noqa: BLE001 (the student and report.json are already written)
+        log(f"warning: report.md not written: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        return None
+    log(f"wrote {path} (plots in {path.parent / 'report'})")
+    return path
+
+
+def _tflite_latency(teacher_path, student_path, x, log, runs=50, threads=1):
+    """Median LiteRT latency of the two `.tflite` files on this host, interleaved; None when it cannot run.
+
+    A single-array input is fed real rows (one example, cast to the file's input type); other inputs
+    get `rmtkd_tf.bench.host`'s generated ones.
+    """
+    from rmtkd_tf.bench.host import compare_tflite
+
+    def first_row(path):
+        if isinstance(x, dict) or x is None:
+            return None
+        from ai_edge_litert.interpreter import Interpreter
+
+        details = Interpreter(model_path=str(path)).get_input_details()
+        if len(details) != 1:
+            return None
+        return np.asarray(x)[:1].astype(details[0]["dtype"])
+
+    log(f"timing teacher.tflite and student.tflite on this host ({runs} runs each, {threads} thread)")
+    try:
+        result = compare_tflite(teacher_path, student_path, threads=threads, warmup=5, runs=runs, block_runs=5,
+                                inputs_a=first_row(teacher_path), inputs_b=first_row(student_path))
+    except (ValueError, RuntimeError, OSError) as error:
+        log(f"warning: latency not measured: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        return None
+    teacher_ms, student_ms = result.a.latency_ms.median, result.b.latency_ms.median
+    return {"teacher_ms": teacher_ms, "student_ms": student_ms,
+            "speedup": None if not student_ms else teacher_ms / student_ms, "runs": runs, "threads": threads,
+            "method": "LiteRT interpreter on this host, teacher and student interleaved (ABBA blocks)"}
 
 
 def export_models(task, models, output_dir, precision, config, log=print):

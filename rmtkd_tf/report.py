@@ -51,6 +51,10 @@ def format_summary(report):
         if export:
             verification = export.get("verification") or {}
             rows.append((f"{name}.tflite", f"{export['size_bytes'] / 1024:.0f} KiB", f"acc {_fmt_acc(verification.get('tflite_accuracy'))}", f"top1 agree {verification.get('top1_agreement', 0):.3f}"))
+    latency = report.get("latency")
+    if latency:
+        rows.append(("tflite latency", f"{latency['teacher_ms']:.3g} ms", f"{latency['student_ms']:.3g} ms",
+                     f"{100 * (latency['student_ms'] / latency['teacher_ms'] - 1):+.1f}% (median, host)"))
     text = _tabulate(rows)
     layer_rows = [("layer", "type", "units", "rank", "params", "after")]
     for path, entry in report.get("layers", {}).items():

@@ -1,8 +1,10 @@
 """The steps every compression schedule is made of: analyse, factorize, distil, check, checkpoint.
 
-`rmtkd_tf.compress` chooses a schedule (`rmtkd_tf.schedules`); each schedule is
+`rmtkd_tf.compression.run` chooses a schedule (`rmtkd_tf.schedules`); each schedule is
 a short loop over these shared steps:
 
+- `reduction_step`: one step of the iterative schedule and of `RMTKDCallback`:
+  collect -> select -> factorize -> distil -> decide, on a group of layers;
 - `analyse`: collect the covariances of some layers on the calibration split and
   let the rank rule decide (`rmtkd_tf.selection.decide_ranks`);
 - `distil` / `distil_keep_better`: self-distil a student from a frozen teacher
@@ -16,6 +18,8 @@ a short loop over these shared steps:
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 
 import keras
@@ -25,23 +29,12 @@ import tensorflow as tf
 from rmtkd_tf.acceptance import accept_drop, describe, paired_accuracy_drop
 from rmtkd_tf.collection import candidate_layers, collect_activations
 from rmtkd_tf.errors import RMTKDError
-from rmtkd_tf.finite_guard import ensure_finite_training
 from rmtkd_tf.evaluation import per_example_correct
+from rmtkd_tf.finite_guard import ensure_finite_training
+from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import write_json
-
-
-def take_rows(x, index):
-    """Rows `index` of an array or of every array of a dict."""
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[index] for k, v in x.items()}
-    return np.asarray(x)[index]
-
-
-def n_rows(x):
-    """Number of examples in an array or a dict of arrays."""
-    if isinstance(x, dict):
-        return len(next(iter(x.values())))
-    return len(x)
+from rmtkd_tf.rows import n_rows, take_rows
+from rmtkd_tf.surgery import factorize_model
 
 
 def accuracy(model, x, y, batch_size=256):
@@ -62,18 +55,23 @@ def calibration_inputs(data, config):
     return take_rows(data.x_calibration, np.arange(count))
 
 
-def analyse(model, data, config, rule, paths, noise_priors=None):
+def analyse(model, data, config, rule, paths, noise_priors=None, log=None):
     """Collect the covariances of `paths` and decide their ranks.
 
     Returns `(decisions, factors, statistics)` as `rmtkd_tf.selection.decide_ranks` does,
     plus the raw `LayerStatistics` by path. `noise_priors` (path -> the noise fit of an
-    earlier analysis of that layer) makes the rank rule reuse that noise level.
+    earlier analysis of that layer) makes the rank rule reuse that noise level. `log` (a
+    `rmtkd_tf.progress.RunLog`) shows the collection's progress.
     """
+    from rmtkd_tf.progress import progress_of
     from rmtkd_tf.selection import decide_ranks
 
     layers = dict(candidate_layers(model, paths))
-    statistics = collect_activations(model, calibration_inputs(data, config), layers=paths,
-                                     batch_size=config.batch_size)
+    inputs = calibration_inputs(data, config)
+    batches = math.ceil(n_rows(inputs) / config.batch_size)
+    with progress_of(log, f"collecting activations of {len(layers)} layers", batches, "batch") as bar:
+        statistics = collect_activations(model, inputs, layers=paths, batch_size=config.batch_size,
+                                         progress=bar.update)
     decisions, factors = decide_ranks(layers, statistics, rule, min_rank_ratio=config.min_rank_ratio,
                                       noise_priors=noise_priors)
     return decisions, factors, statistics
@@ -126,7 +124,7 @@ def _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, 
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
-def distil_keep_better(student, teacher, data, config, epochs, seed):
+def distil_keep_better(student, teacher, data, config, epochs, seed, callbacks=()):
     """Distil, then keep whichever of the weights before/after scores better on validation.
 
     Distillation can make a student worse (e.g. a learning rate too high for a converged teacher);
@@ -135,12 +133,70 @@ def distil_keep_better(student, teacher, data, config, epochs, seed):
     """
     weights_before = student.get_weights()
     acc_before = accuracy(student, data.x_validation, data.y_validation)
-    logs = distil(student, teacher, data, config, epochs, seed=seed)
+    logs = distil(student, teacher, data, config, epochs, seed=seed, callbacks=callbacks)
     acc_after = accuracy(student, data.x_validation, data.y_validation)
     kept = not (acc_before is not None and acc_after is not None and acc_after < acc_before)
     if not kept:
         student.set_weights(weights_before)
     return logs, acc_before, acc_after, kept
+
+
+def reduction_step(current, data, config, rule, group, reference, *, seed, noise=None, log=None, step=None):
+    """One RMT-KD step on the layers `group` of `current`: collect -> select -> factorize -> distil -> decide.
+
+    1. collect the covariances of `group` on the calibration split and let `rule` pick each layer's
+       rank (`analyse`; `noise`, path -> first noise fit, is reused and filled in);
+    2. factorize the layers that can shrink (`rmtkd_tf.surgery.factorize_model`);
+    3. self-distil the candidate from `current` for `config.epochs_per_step` epochs, keeping the
+       weights before distillation if it made validation worse (`distil_keep_better`);
+    4. check it against the original model on validation (`reference.check`, paired, within
+       `config.max_drop` at `config.confidence`).
+
+    `log` (a `rmtkd_tf.progress.RunLog`) shows the collection's and the distillation's progress and
+    gets the `"analysis"` event (numbered `step`). Nothing is saved and `current` is unchanged. Returns `(candidate, record)`: the candidate is None
+    when no layer of `group` can be reduced; `record` (JSON-ready) has `layers`, `decisions`, `ranks`,
+    `params_before`, and after a factorization `params_after`, `flops_after`,
+    `val_accuracy_after_surgery`, `val_accuracy`, `kept_fine_tuning`, `val_drop`, `validation_check`,
+    `losses`; then `accepted`, `reason` (why not accepted) and `wall_s`.
+    """
+    t0 = time.time()
+    noise = {} if noise is None else noise
+    params_now = int(current.count_params())
+    from rmtkd_tf.progress import FitProgress, emit
+
+    decisions, factors, _ = analyse(current, data, config, rule, group,
+                                    noise_priors={p: noise[p] for p in group if p in noise}, log=log)
+    emit(log, "analysis", step=step or 0, decisions=decisions)
+    for decision in decisions:
+        if decision.noise is not None and decision.path not in noise:
+            noise[decision.path] = decision.noise
+    record = {"layers": list(group), "decisions": [d.to_dict() for d in decisions],
+              "ranks": {d.path: d.rank for d in decisions if d.rank is not None}, "params_before": params_now}
+    if not factors:
+        record.update(accepted=False, reason="no layer in this step can be reduced", wall_s=round(time.time() - t0, 2))
+        return None, record
+    candidate = factorize_model(current, factors)
+    shown = FitProgress(log, f"step {step}: distilling" if step is not None else "distilling", config.epochs_per_step,
+                        math.ceil(n_rows(data.x_train) / config.batch_size), stage=None if step is None else f"step {step}")
+    logs, acc_after_surgery, _, kept_fine_tuning = distil_keep_better(
+        candidate, current, data, config, config.epochs_per_step, seed=seed, callbacks=[shown])
+    check = reference.check(candidate, data, config)
+    record.update(
+        params_after=int(candidate.count_params()),
+        flops_after=model_flops(candidate),
+        val_accuracy_after_surgery=acc_after_surgery,
+        val_accuracy=check["val_accuracy"],
+        kept_fine_tuning=kept_fine_tuning,
+        val_drop=check["drop"],
+        validation_check=check,
+        losses=logs,
+        accepted=check["accepted"],
+        reason=None if check["accepted"] else (
+            f"validation drop {check['drop']:.2f} (upper bound {check['drop_upper']:.2f}) "
+            f"not within max_drop {config.max_drop}"),
+        wall_s=round(time.time() - t0, 2),
+    )
+    return candidate, record
 
 
 class ValidationReference:

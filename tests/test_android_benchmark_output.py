@@ -18,6 +18,7 @@ def test_every_sample_is_covered_by_a_test():
         "litert_percentiles_info_prefix.txt", "tf2_android_shell_scientific.txt", "tf2_no_prefix_peak_footprint.txt",
         "android_logcat_threadtime.txt", "android_apk_logcat_average.txt", "tf1_average_inference_max_rss.txt",
         "tf1_contrib_no_stats.txt", "error_failed_to_mmap.txt",
+        "litert2_benchmark_model_cpu.txt",  # tests/test_bench_tools.py
     }
     assert {p.name for p in SAMPLES.glob("*.txt")} == tested
 

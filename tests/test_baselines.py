@@ -18,7 +18,7 @@ from rmtkd_tf.baselines import (
     uniform_rank_plan,
     width_for_parameter_count,
 )
-from rmtkd_tf.compress import CompressionData
+from rmtkd_tf.compression import CompressionData
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.surgery import factorize_model
 
@@ -175,7 +175,7 @@ def test_magnitude_pruning_during_fine_tuning_ends_with_exactly_keep_weights():
 
 def test_magnitude_pruning_rejects_bad_settings():
     kernels = prunable_kernels(small_cnn())
-    with pytest.raises(RMTKDError, match="ramp_epochs must be >= 1"):
+    with pytest.raises(RMTKDError, match="ramp_epochs must be a positive integer"):
         MagnitudePruning(kernels, 10, ramp_epochs=0)
     with pytest.raises(RMTKDError, match="keep must be an integer"):
         MagnitudePruning(kernels, -1)

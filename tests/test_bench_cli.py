@@ -28,8 +28,8 @@ def test_is_a_click_command_named_bench():
 @pytest.mark.parametrize("extra, message", [
     (["--use-gpu"], "Error: --use-gpu needs --device adb (the host and ssh runners are CPU-only)"),
     (["--device", "ssh"], "Error: --device ssh needs --ssh-host HOST"),
-    (["--serial", "X"], "Error: --serial/--binary/--binary-on-device only apply to --device adb"),
-    (["--ssh-host", "pi@x"], "Error: --ssh-host/--ssh-port only apply to --device ssh"),
+    (["--serial", "X"], "Error: --serial/--binary/--binary-on-device only apply to --device adb or --tool benchmark_model"),
+    (["--ssh-host", "pi@x"], "Error: --ssh-host/--ssh-port/--ssh-option only apply to --device ssh"),
     (["--vs", "missing.tflite"], "Error: no such model file: missing.tflite"),
 ])
 def test_option_errors_are_one_line(model, extra, message):

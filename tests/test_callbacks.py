@@ -7,7 +7,7 @@ import keras
 
 import rmtkd_tf  # noqa: F401  (registers the factorized layers for load_model)
 from rmtkd_tf.callbacks import RMTKDCallback
-from rmtkd_tf.compress import accuracy
+from rmtkd_tf.steps import accuracy
 from rmtkd_tf.errors import RMTKDError, UnsupportedModelError
 
 
@@ -263,3 +263,36 @@ def test_model_with_only_an_output_layer_is_refused(arrays):
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with pytest.raises(RMTKDError, match="no Dense or Conv2D"):
         _fit(model, arrays, [_callback(arrays)], epochs=1)
+
+
+def test_settings_are_a_compression_config_and_keywords_map_to_its_fields(arrays):
+    from rmtkd_tf.compression import CompressionConfig
+
+    config = CompressionConfig(max_drop=2.0, epochs_per_step=0, batch_size=32)
+    rmtkd = RMTKDCallback(arrays["calibration"], arrays["train"], arrays["val"], config, verbose=0)
+    assert rmtkd.config == config
+    # The old keyword form still works: each keyword is a field of the config.
+    rmtkd = _callback(arrays, rank_rule="fixed-rank", rule_params={"rank": 2}, learning_rate=5e-4)
+    # The rule is recorded resolved (rmtkd_tf.spectral.rank_rules.serialize), its parameters with it.
+    assert (rmtkd.config.rank_rule, rmtkd.config.rule_params, rmtkd.config.learning_rate) == (
+        {"class_name": "FixedRankRule", "config": {"rank": 2}}, None, 5e-4)
+    with pytest.raises(RMTKDError, match="unknown setting.*max_dorp.*start_accuracy"):
+        _callback(arrays, max_dorp=1.0)
+
+
+def test_the_callback_runs_the_iterative_schedules_step(arrays, monkeypatch):
+    """One step function: the callback's steps go through `rmtkd_tf.steps.reduction_step`."""
+    from rmtkd_tf.schedules import iterative
+
+    calls = []
+    real = iterative.reduction_step
+
+    def spy(*args, **kwargs):
+        calls.append(args[4])  # the group of layers
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(iterative, "reduction_step", spy)
+    model = _model()
+    rmtkd = _callback(arrays, epochs_per_step=0, max_drop=100.0, stop_training_when_done=False)
+    _fit(model, arrays, [rmtkd], epochs=3)
+    assert calls and calls == [record["layers"] for record in rmtkd.history_]

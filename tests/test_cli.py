@@ -47,14 +47,23 @@ def test_compress_writes_student_tflite_and_report(tiny, tmp_path):
     out = tmp_path / "out"
     # 25 validation examples cannot show a drop within 1 point, so the run is given a target.
     result = _run(["compress", str(model_path), "--data", str(data_path), "-o", str(out), "--target-params", "0.6",
-                   "--distillation-epochs", "1", "-q"])
+                   "--distillation-epochs", "1", "-q", "--tensorboard", str(tmp_path / "tb")])
     assert result.exit_code == 0, result.output
     assert "params" in result.output and "test acc %" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["student"]["params"] < report["teacher"]["params"]
     assert set(report["layers"]) <= {"conv", "fc"}
-    for name in ("student.keras", "student.tflite", "teacher.tflite", "history.json"):
+    for name in ("student.keras", "student.tflite", "teacher.tflite", "history.json", "report.md",
+                 "report/compared.png", "report/ranks.png", "report/spectrum_fc.png"):
         assert (out / name).exists(), name
+    assert report["latency"]["teacher_ms"] > 0 and report["latency"]["student_ms"] > 0
+    assert "![rank per layer](report/ranks.png)" in (out / "report.md").read_text()
+    from rmtkd_tf.tensorboard import read_histograms, read_scalars
+
+    scalars = read_scalars(tmp_path / "tb")
+    assert {"rank/conv", "rank/fc"} & set(scalars) and scalars["model/params"][0][1] == report["student"]["params"]
+    assert len(scalars["distillation/loss"]) == 1 and "validation/accuracy" in scalars
+    assert {"spectrum/conv", "spectrum/fc"} <= set(read_histograms(tmp_path / "tb"))
     assert report["export"]["student"]["flex_ops"] == []
     assert model_path.read_bytes() == before  # the input model is never modified
     reloaded = keras.models.load_model(out / "student.keras")

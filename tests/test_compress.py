@@ -5,7 +5,8 @@ import pytest
 
 import keras
 
-from rmtkd_tf.compress import CompressionConfig, CompressionData, compress
+from rmtkd_tf.compression import CompressionConfig, CompressionData
+from rmtkd_tf.compression import run as compress
 from rmtkd_tf.errors import RMTKDError
 
 

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from rmtkd_tf.compress import CompressionConfig, compress
+from rmtkd_tf.compression import CompressionConfig
+from rmtkd_tf.compression import run as compress
 from rmtkd_tf.errors import RMTKDError
 from tests.test_compress import _task
 

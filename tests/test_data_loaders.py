@@ -10,15 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmtkd_tf.data import (
-    DataLoadError,
-    DataSplits,
-    balanced_subset,
-    load_data,
-    resize_images,
-    split_train,
-    tfds_features_to_xy,
-)
+from rmtkd_tf.data import DataLoadError, DataSplits, load_data, split_train
+from rmtkd_tf.data.loaders import balanced_subset, resize_images, tfds_features_to_xy
 from rmtkd_tf.data import loaders
 
 # --- npz -----------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rmtkd_tf.data import DataLoadError, labels_to_indices, read_delimited_text, unescape_html, unescape_line_breaks
+from rmtkd_tf.data import DataLoadError
+from rmtkd_tf.data.text import labels_to_indices, read_delimited_text, unescape_html, unescape_line_breaks
 
 
 def _write(path, text):

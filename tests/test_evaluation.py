@@ -6,7 +6,7 @@ import pytest
 import keras
 
 from rmtkd_tf.acceptance import paired_accuracy_drop
-from rmtkd_tf.compress import accuracy
+from rmtkd_tf.steps import accuracy
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.evaluation import per_example_correct
 

@@ -282,14 +282,15 @@ def test_resume_with_another_model_or_setting_is_refused_naming_what_differs(tin
 
 def test_interrupt_exits_130_and_the_run_resumes(tiny, tmp_path, monkeypatch):
     model, data, _ = tiny
-    import rmtkd_tf.schedules.iterative as iterative
+    import rmtkd_tf.steps as steps
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(iterative, "factorize_model", interrupted)
+        # The iterative schedule's step (steps.reduction_step) does the surgery.
+        patch.setattr(steps, "factorize_model", interrupted)
         result = CliRunner().invoke(cli, ["compress", str(model), "--data", str(data), "-o", str(out), *FAST,
                                           "--no-export"])
     assert result.exit_code == 130, result.output

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from rmtkd_tf.spectral import (
     RANK_RULES,
+    RankRule,
     EnergyRule,
     FixedRankRule,
     FixedRatioRule,
@@ -19,6 +20,8 @@ from rmtkd_tf.spectral import (
     gavish_donoho_omega,
     get_rank_rule,
 )
+from rmtkd_tf.errors import RankRuleError
+from rmtkd_tf.spectral.rank_rules import clone, get, register, serialize
 
 
 def noise_spectrum(n, d, seed):
@@ -206,23 +209,32 @@ def test_value_based_rules_reject_all_zero_spectrum(name):
         get_rank_rule(name).select(np.zeros(5), 10)
 
 
-@pytest.mark.parametrize(
-    "factory",
-    [
-        lambda: EnergyRule(0.0),
-        lambda: EnergyRule(1.5),
-        lambda: EnergyRule(float("nan")),
-        lambda: FixedRankRule(0),
-        lambda: FixedRankRule(2.5),
-        lambda: FixedRatioRule(0.0),
-        lambda: FixedRatioRule(2),
-        lambda: MarchenkoPasturRule(tau=1.0),
-        lambda: MarchenkoPasturRule(fit="yes"),
-    ],
-)
-def test_bad_parameters_raise_value_error(factory):
-    with pytest.raises(ValueError):
-        factory()
+BAD_PARAMETERS = [
+    (EnergyRule, {"fraction": 0.0}, "fraction must be in (0, 1], got 0.0"),
+    (EnergyRule, {"fraction": 1.5}, "fraction must be in (0, 1], got 1.5"),
+    (EnergyRule, {"fraction": float("nan")}, "fraction must be a number in (0, 1], got nan"),
+    (EnergyRule, {"fraction": "0.9"}, "fraction must be a number in (0, 1], got '0.9'"),
+    (FixedRankRule, {"rank": 0}, "rank must be a positive integer, got 0"),
+    (FixedRankRule, {"rank": 2.5}, "rank must be a positive integer, got 2.5"),
+    (FixedRankRule, {"rank": True}, "rank must be a positive integer, got True"),
+    (FixedRatioRule, {"ratio": 0.0}, "ratio must be in (0, 1], got 0.0"),
+    (FixedRatioRule, {"ratio": 2}, "ratio must be in (0, 1], got 2"),
+    (MarchenkoPasturRule, {"tau": 1.0}, "tau must be in (0, 1), got 1.0"),
+    (MarchenkoPasturRule, {"fit": "yes"}, "fit must be True or False, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize("rule_class, params, message", BAD_PARAMETERS)
+def test_bad_parameters_are_stored_as_given_and_rejected_at_use(rule_class, params, message):
+    rule = rule_class(**params)  # scikit-learn: the constructor only stores
+    assert all(rule.get_params()[key] is value for key, value in params.items())
+    expected = f"{rule_class.__name__}: {message}"
+    for use in (lambda: rule.select(SPIKED, 800), rule.check_params, rule.get_config, lambda: get(rule),
+                lambda: get(rule_class.name, **params)):
+        with pytest.raises(RankRuleError) as info:
+            use()
+        assert str(info.value) == expected  # one line, naming the rule and the parameter
+    assert not hasattr(rule, "rank_")
 
 
 def test_factory_builds_every_cli_name():
@@ -241,3 +253,146 @@ def test_factory_errors_are_clear():
         get_rank_rule("energy", fractio=0.9)
     with pytest.raises(ValueError, match="fixed-rank"):
         get_rank_rule("fixed-rank")  # rank is required
+
+
+# ------------------------------------------- scikit-learn conventions, get / serialize
+
+VALID_PARAMS = {
+    MarchenkoPasturRule: st.fixed_dictionaries(
+        {}, optional={"tau": st.floats(0.0, 1.0, exclude_min=True, exclude_max=True), "fit": st.booleans()}
+    ),
+    EnergyRule: st.fixed_dictionaries({}, optional={"fraction": st.floats(0.0, 1.0, exclude_min=True)}),
+    GavishDonohoRule: st.just({}),
+    FixedRankRule: st.fixed_dictionaries({"rank": st.integers(1, 10**6)}),
+    FixedRatioRule: st.fixed_dictionaries({"ratio": st.floats(0.0, 1.0, exclude_min=True)}),
+}
+RULE_CLASSES = st.sampled_from(sorted(VALID_PARAMS, key=lambda cls: cls.__name__))
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
+                      st.text(max_size=4), st.lists(st.integers(), max_size=2))
+
+
+@st.composite
+def rules_with_any_values(draw):
+    rule_class = draw(RULE_CLASSES)
+    names = rule_class._get_param_names()
+    return rule_class, {name: draw(ANY_VALUE) for name in names}
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=rules_with_any_values(), data=st.data())
+def test_get_params_set_params_and_clone_keep_values_as_given(case, data):
+    rule_class, params = case
+    rule = rule_class(**params)
+    assert rule.get_params(deep=False) == rule.get_params(deep=True)
+    assert rule.get_params().keys() == params.keys()
+    assert all(rule.get_params()[key] is value for key, value in params.items())
+    rebuilt = rule_class(**rule.get_params())
+    assert all(rebuilt.get_params()[key] is value for key, value in params.items())
+    copy_ = clone(rule)  # scikit-learn's check: clone keeps each parameter object
+    assert type(copy_) is rule_class and all(copy_.get_params()[k] == v or v != v for k, v in params.items())
+    new = {name: data.draw(ANY_VALUE) for name in params if data.draw(st.booleans())}
+    assert rule.set_params(**new) is rule
+    assert all(rule.get_params()[key] is value for key, value in new.items())
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=rules_with_any_values())
+def test_any_parameter_value_works_or_fails_in_one_line_at_use(case):
+    rule_class, params = case
+    rule = rule_class(**params)
+    try:
+        rank = rule.select(SPIKED, 800)
+    except RankRuleError as error:
+        assert "\n" not in str(error) and str(error).startswith(rule_class.__name__ + ": ")
+        assert not hasattr(rule, "rank_")
+    else:
+        assert type(rank) is int and rank == rule.rank_ and 0 <= rank <= SPIKED.size
+
+
+@settings(max_examples=40, deadline=None)
+@given(rule_class=RULE_CLASSES, data=st.data())
+def test_get_round_trips_names_dicts_instances_and_serialize(rule_class, data):
+    params = data.draw(VALID_PARAMS[rule_class])
+    rule = rule_class(**params)
+    spec = serialize(rule)
+    assert json.loads(json.dumps(spec)) == spec
+    assert spec == {"class_name": rule_class.__name__, "config": rule.get_config()}
+    assert get(rule) is rule
+    identifiers = [
+        (rule_class.name, params),
+        (rule_class.name.upper().replace("-", "_"), params),
+        (rule_class.__name__, params),
+        (rule_class, params),
+        ({"name": rule_class.name, **params}, {}),
+        (spec, {}),
+        (json.loads(json.dumps(spec)), {}),
+    ]
+    expected_rank = clone(rule).select(SPIKED, 800)
+    for identifier, kwargs in identifiers:
+        resolved = get(identifier, **kwargs)
+        assert type(resolved) is rule_class
+        assert serialize(resolved) == spec
+        assert resolved.select(SPIKED, 800) == expected_rank
+
+
+def test_get_dict_parameters_are_overridden_by_keyword_parameters():
+    assert get({"name": "energy", "fraction": 0.5}, fraction=0.8).fraction == 0.8
+    assert get({"class_name": "EnergyRule"}).get_params() == {"fraction": 0.95}
+
+
+@pytest.mark.parametrize(
+    "identifier, params, message",
+    [
+        (None, {}, "a rank rule is a name, a dict or a RankRule, got None"),
+        (3, {}, "a rank rule is a name, a dict or a RankRule, got 3"),
+        (EnergyRule(), {"fraction": 0.5}, "set them on the instance"),
+        ({"fraction": 0.5}, {}, "needs 'class_name' (and 'config') or 'name'"),
+        ({"class_name": "EnergyRule", "fraction": 0.5}, {}, "its parameters in 'config', not as fraction"),
+        ({"class_name": "EnergyRule", "config": [0.5]}, {}, "'config' is a dict of parameters"),
+        ({"name": 7}, {}, "a rank rule name is a string, got 7"),
+        ("energy", {"tau": 0.5}, "rank rule 'energy' got unknown parameter(s) tau; accepted: fraction"),
+        ("fixed-rank", {}, "rank rule 'fixed-rank': "),
+    ],
+)
+def test_get_errors_are_one_line(identifier, params, message):
+    with pytest.raises(RankRuleError) as info:
+        get(identifier, **params)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_set_params_rejects_unknown_names():
+    with pytest.raises(RankRuleError, match="MarchenkoPasturRule has no parameter 'fraction'; its parameters: tau, fit"):
+        MarchenkoPasturRule().set_params(fraction=0.5)
+
+
+def test_fitted_state_has_trailing_underscores_and_clone_drops_it():
+    for rule in ALL_RULES:
+        fitted = clone(rule)
+        fitted.select(SPIKED, 800)
+        new = sorted(set(vars(fitted)) - set(rule.get_params()))
+        assert new and all(name.endswith("_") for name in new), new
+        assert not any(name.endswith("_") for name in vars(clone(fitted)))
+
+
+def test_registered_rules_round_trip_and_unregistered_ones_say_so():
+    class KeepOne(RankRule):
+        name = "keep-one"
+
+        def __init__(self, scale=1.0):
+            self.scale = scale
+
+        def _select(self, descending, eigenvalues, n_samples, noise, params):
+            return self._store(1, float(descending[0]), descending, n_samples)
+
+    with pytest.raises(RankRuleError, match="not a registered rank rule.*register"):
+        serialize(KeepOne())
+    with pytest.raises(RankRuleError, match="unknown rank rule 'keep-one'"):
+        get("keep-one")
+    register(KeepOne)
+    try:
+        assert type(get(serialize(KeepOne(scale=2.0)))) is KeepOne
+        assert get("keep_one", scale=3.0).select(SPIKED, 800) == 1
+        with pytest.raises(RankRuleError, match="already taken"):
+            register(type("Other", (KeepOne,), {}))
+    finally:
+        RANK_RULES.pop("keep-one")

@@ -8,7 +8,7 @@ import pytest
 import keras
 import keras_hub
 
-from rmtkd_tf.compress import CompressionConfig
+from rmtkd_tf.compression import CompressionConfig
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.io import load_model
 from rmtkd_tf.pipeline import compress_task, load_task

@@ -1,10 +1,11 @@
 """Run exported `.tflite` models on aarch64 (qemu-user, arm64 Debian chroot) and compare with the host.
 
-    sudo .venv/bin/python benchmarks/arm64_qemu/run.py \\
-        --teacher benchmarks/runs/cifar10_cnn/teacher_fp32.tflite \\
-        --student benchmarks/runs/cifar10_cnn/student_fp32.tflite \\
-        --teacher benchmarks/runs/cifar10_cnn/teacher_int8.tflite \\
-        --student benchmarks/runs/cifar10_cnn/student_int8.tflite
+    sudo .venv/bin/python -m benchmarks arm64 --task configs/arm64_qemu     # the committed run, or:
+    sudo .venv/bin/python -m benchmarks arm64 \\
+        --teacher benchmarks/runs/cifar10_cnn/teacher/model_fp32.tflite \\
+        --student benchmarks/runs/cifar10_cnn/rmtkd-mp/model_fp32.tflite \\
+        --teacher benchmarks/runs/cifar10_cnn/teacher/model_int8.tflite \\
+        --student benchmarks/runs/cifar10_cnn/rmtkd-mp/model_int8.tflite
 
 What it does (every step is cached, so a second run only repeats the last two):
 
@@ -38,6 +39,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,7 +53,6 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))
 
 DEFAULT_CHROOT = "/var/tmp/rmtkd-arm64-chroot"
 SUITE = "bookworm"
@@ -509,7 +510,8 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
+def main(argv=None, command=None):
+    """Run it; `command` is what the record says regenerates it (default: this module with `argv`)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     total_start = time.perf_counter()
@@ -574,7 +576,10 @@ def main(argv=None):
     record = {
         "what": "exported .tflite models run on aarch64 (arm64 Debian chroot under qemu-user) "
                 "with the aarch64 ai-edge-litert wheel from PyPI, outputs compared with the host's",
-        "command": "python benchmarks/arm64_qemu/run.py " + " ".join(argv),
+        "schema_version": 2,
+        "kind": "arm64",
+        "name": Path(args.out).stem,
+        "command": command or "python -m benchmarks arm64 " + shlex.join(argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": {"label": label, "files": results},
         "inputs": {

@@ -1,6 +1,6 @@
 """Import the BERT teachers trained by `train_torch.py` (PyTorch, on a borrowed GPU) as Keras `.keras` models.
 
-    python benchmarks/gpu_teachers/import_keras.py [NAME ...] --weights FOLDER [FOLDER ...]
+    python -m benchmarks train gpu-import [NAME ...] --weights FOLDER [FOLDER ...]
 
 For each teacher `NAME` (default: all four) whose `NAME.pK.npz` shards lie under `--weights` (of several
 candidates, e.g. the variants of a small sweep, the one with the best validation accuracy):
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,9 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare import DEFAULT_DATA_ROOT, task_splits  # noqa: E402
-from train_torch import MODELS, read_shards  # noqa: E402
+from benchmarks.gpu_teachers.prepare import DEFAULT_DATA_ROOT, task_splits  # noqa: E402
+from benchmarks.gpu_teachers.train_torch import MODELS, read_shards  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PARITY_ATOL = 1e-3

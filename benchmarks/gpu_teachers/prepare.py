@@ -1,8 +1,8 @@
 """Pack the text benchmarks and MiniLM-L6 for training BERT teachers on a GPU machine without TensorFlow.
 
-    python benchmarks/gpu_teachers/prepare.py            # writes .gpu_teachers/ (git-ignored via .git/info/exclude)
+    python -m benchmarks train gpu-prepare          # writes .gpu_teachers/ (git-ignored via .git/info/exclude)
 
-The data go through the project's own code path, exactly as `benchmarks/train_bert.py` splits and
+The data go through the project's own code path, exactly as `python -m benchmarks train bert` splits and
 encodes them: `rmtkd_tf.data.load_data`, SST-2's `train.tsv` / `dev.tsv` (validation) / `test.tsv`,
 AG News with a stratified 10% of its training file held out for validation (`split_train(..., (0.1, 0),
 seed=0)`), `encode_texts` at 64 (SST-2) or 128 (AG News) tokens. Each task is encoded twice:
@@ -44,7 +44,7 @@ SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def task_splits(task, data_root, seed=0):
-    """(x, y) for train / val / test, split as benchmarks/train_bert.py splits them (no limits)."""
+    """(x, y) for train / val / test, split as benchmarks.train_bert splits them (no limits)."""
     data = load_data(str(data_root / task), seed=seed)
     x_train, y_train = data.x_train, data.y_train
     if data.x_val is not None:

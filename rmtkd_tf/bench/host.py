@@ -40,8 +40,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rmtkd_tf.bench.inputs import in_range_input, integer_input_limits
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.bench.energy import RAPL_GLOB, RaplMeter
+from rmtkd_tf.bench.inputs import in_range_input, integer_input_limits
 from rmtkd_tf.bench.schema import (
     BenchmarkResult,
     ComparisonResult,
@@ -54,12 +55,9 @@ from rmtkd_tf.bench.schema import (
 )
 
 def _check_counts(threads: int, warmup: int, runs: int) -> None:
-    if not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1; got {threads!r}")
-    if not isinstance(warmup, (int, np.integer)) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0; got {warmup!r}")
-    if not isinstance(runs, (int, np.integer)) or runs < 1:
-        raise ValueError(f"runs must be an integer >= 1; got {runs!r}")
+    check_integer(threads, "threads")
+    check_integer(warmup, "warmup", minimum=0)
+    check_integer(runs, "runs")
 
 
 def random_input_for(detail: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
@@ -420,8 +418,7 @@ def compare_tflite(a: str | os.PathLike, b: str | os.PathLike, threads: int = 1,
     the same number for both.
     """
     _check_counts(threads, warmup, runs)
-    if not isinstance(block_runs, (int, np.integer)) or block_runs < 1:
-        raise ValueError(f"block_runs must be an integer >= 1; got {block_runs!r}")
+    check_integer(block_runs, "block_runs")
     cpus = parse_cpu_mask(cpu_mask)
     meter, note = _rapl_meter_and_note(rapl_glob)
     with _cpu_affinity(cpus) as pinned:

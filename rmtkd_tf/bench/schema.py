@@ -39,7 +39,7 @@ import numpy as np
 # refuses documents from a newer schema instead of silently misreading them.
 SCHEMA_VERSION = 1
 
-RUNNERS = ("litert-python", "benchmark_model")
+RUNNERS = ("litert-python", "benchmark_model", "litert-benchmark")
 TRANSPORTS = ("host", "adb", "ssh")
 DELEGATES = ("xnnpack", "gpu", "none")
 ENERGY_SOURCES = ("rapl", "android-battery", "nvml")

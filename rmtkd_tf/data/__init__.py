@@ -1,33 +1,19 @@
-"""Data loading: turns a `--data SPEC` string into NumPy train/test arrays (see `load_data`)."""
+"""Data loading: turns a `--data SPEC` string into NumPy train/test arrays (see `load_data`).
 
-from rmtkd_tf.data.holdout import VALIDATION_CHOICES, ValidationChoice, choose_validation, stratified_halves
-from rmtkd_tf.data.loaders import (
-    DataLoadError,
-    DataSplits,
-    TrainSplit,
-    balanced_subset,
-    load_data,
-    resize_images,
-    split_train,
-    tfds_features_to_xy,
-)
-from rmtkd_tf.data.text import labels_to_indices, read_delimited_text, unescape_html, unescape_line_breaks
+Public: `load_data`, `DataSplits`, `split_train` / `TrainSplit` (stratified calibration and validation
+draws from the training split), `choose_validation` / `ValidationChoice` (where validation comes from),
+`DataLoadError`. The format readers live in `loaders`, `text` and `holdout`.
+"""
+
+from rmtkd_tf.data.holdout import ValidationChoice, choose_validation
+from rmtkd_tf.data.loaders import DataLoadError, DataSplits, TrainSplit, load_data, split_train
 
 __all__ = [
     "DataLoadError",
     "DataSplits",
     "TrainSplit",
-    "VALIDATION_CHOICES",
     "ValidationChoice",
-    "balanced_subset",
     "choose_validation",
-    "labels_to_indices",
     "load_data",
-    "read_delimited_text",
-    "resize_images",
     "split_train",
-    "stratified_halves",
-    "tfds_features_to_xy",
-    "unescape_html",
-    "unescape_line_breaks",
 ]

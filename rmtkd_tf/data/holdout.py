@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rmtkd_tf.data.loaders import DataLoadError, DataSplits, load_data
+from rmtkd_tf.rows import take_rows
 
 VALIDATION_CHOICES = ("auto", "train", "test-split")
 # `validation_origin` values (a data spec's origin is "file SPEC").
@@ -130,8 +131,8 @@ def _half_of_test(splits: DataSplits, seed: int) -> ValidationChoice:
     validation, test = stratified_halves(splits.y_test, seed=seed)
     halves = dataclasses.replace(
         splits,
-        x_val=_rows(splits.x_test, validation), y_val=splits.y_test[validation],
-        x_test=_rows(splits.x_test, test), y_test=splits.y_test[test],
+        x_val=take_rows(splits.x_test, validation), y_val=splits.y_test[validation],
+        x_test=take_rows(splits.x_test, test), y_test=splits.y_test[test],
     )
     note = (
         f"validation: half of the test split ({len(validation)} of {len(splits.y_test)}); "
@@ -182,9 +183,3 @@ def _labels_in_training_classes(held_out: DataSplits, splits: DataSplits, spec: 
     index = {name: i for i, name in enumerate(splits.class_names)}
     mapping = np.array([index[name] for name in held_out.class_names], dtype=np.int64)
     return mapping[held_out.y_train]
-
-
-def _rows(x, index):
-    if isinstance(x, dict):
-        return {name: np.asarray(array)[index] for name, array in x.items()}
-    return np.asarray(x)[index]

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from rmtkd_tf.errors import RMTKDError
+from rmtkd_tf.arguments import check_int_tuple, check_integer
+from rmtkd_tf.errors import DataLoadError
 
 MODALITIES = ("image", "text", "tabular")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what tf.io.decode_image reads
@@ -46,10 +47,6 @@ TFDS_LABEL_KEYS = ("label", "labels")
 TFDS_DEFAULT_SPLITS = {"glue/sst2": ("train", "validation")}
 # Keys of an .npz's own validation split (beside x_train/y_train), in either spelling.
 NPZ_VALIDATION_KEYS = (("x_val", "y_val"), ("x_validation", "y_validation"))
-
-
-class DataLoadError(RMTKDError):
-    """The data set named by a spec cannot be read; the message is one line meant for users."""
 
 
 @dataclass
@@ -151,8 +148,7 @@ def load_data(
         DataLoadError: a missing path, an unknown format, an empty data set, inconsistent x/y lengths,
             images of mixed shapes without `image_size`, a tfds data set that cannot be fetched, ...
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise DataLoadError(f"limit must be a positive integer or None, got {limit!r}")
+    limit = check_integer(limit, "limit", allow_none=True, error=DataLoadError)
     image_size = _normalize_image_size(image_size)
     spec = str(spec)
     if spec.startswith("tfds:"):
@@ -763,13 +759,4 @@ def _modality_of(x: np.ndarray) -> str:
 def _normalize_image_size(image_size) -> tuple[int, int] | None:
     if image_size is None:
         return None
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        height, width = (int(v) for v in image_size)
-        valid = height > 0 and width > 0 and all(float(v) == int(v) for v in image_size)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise DataLoadError(f"image_size must be a positive int or (height, width), got {image_size!r}")
-    return height, width
+    return check_int_tuple(image_size, "image_size", error=DataLoadError)  # (height, width)

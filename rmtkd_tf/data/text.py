@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmtkd_tf.data.loaders import DataLoadError
+from rmtkd_tf.errors import DataLoadError
 
 # Header cells that name the columns. A first row is only taken as a header when it names a label column
 # or when its label cell is not an integer while every other row's is (see `_has_header`).

@@ -102,7 +102,8 @@ def check_input_shape(model, x, name: str, spec) -> None:
     expected = tuple(inputs[0].shape[1:])
     got = tuple(np.asarray(x).shape[1:])
     if len(expected) != len(got) or not all(e is None or e == g for e, g in zip(expected, got)):
-        raise DataValidationError(f"--data {spec}: {name} inputs have shape {got} but the model expects {expected}")
+        where = f"--data {spec}: " if spec is not None else ""
+        raise DataValidationError(f"{where}{name} inputs have shape {got} but the model expects {expected}")
 
 
 def check_counts(n_calibration: int, n_validation: int, n_train_total: int, calibration_fraction=None,
@@ -123,13 +124,14 @@ def check_counts(n_calibration: int, n_validation: int, n_train_total: int, cali
 
 def validate_task_data(model, data, spec, *, calibration_fraction=None, validation_fraction=None, n_train_total=None,
                        log=print) -> None:
-    """All the checks above on a `rmtkd_tf.compress.CompressionData` built for `model` from `--data spec`."""
+    """All the checks above on a `rmtkd_tf.compression.CompressionData` built for `model` from `--data spec`
+    (`spec` None: from arrays given in Python)."""
     check_labels_fit_model(
         model, {"training": data.y_train, "validation": data.y_validation, "test": data.y_test}
     )
     for name in ("train", "calibration", "validation", "test"):
         x = getattr(data, f"x_{name}")
-        check_finite(x, f"--data {spec}: the {name} inputs")
+        check_finite(x, f"--data {spec}: the {name} inputs" if spec is not None else f"the {name} inputs")
         check_input_shape(model, x, name, spec)
     n_train_total = len(data.y_train) if n_train_total is None else n_train_total
     check_counts(_n_rows(data.x_calibration), _n_rows(data.x_validation), n_train_total,

@@ -4,6 +4,8 @@ import keras
 from keras import ops
 from keras.src.backend.config import standardize_data_format
 
+from rmtkd_tf.arguments import check_int_tuple, check_integer
+
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
 class LowRankConv2D(keras.layers.Layer):
@@ -18,8 +20,8 @@ class LowRankConv2D(keras.layers.Layer):
     leading eigenvectors `U_k` of the per-position pre-activation covariance.
 
     Args:
-        filters: output channels `d`.
-        rank: intermediate channels `k`.
+        filters: output channels `d`, a positive integer.
+        rank: intermediate channels `k`, a positive integer.
         kernel_size, strides, padding, dilation_rate, data_format: as in
             `keras.layers.Conv2D` (`groups` is not supported).
         activation, use_bias, kernel_initializer, bias_initializer: as in
@@ -50,16 +52,20 @@ class LowRankConv2D(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
+        filters = check_integer(filters, "filters")
+        rank = check_integer(rank, "rank")
+        kernel_size = check_int_tuple(kernel_size, "kernel_size")
+        strides = check_int_tuple(strides, "strides")
+        dilation_rate = check_int_tuple(dilation_rate, "dilation_rate")
+        if max(strides) > 1 and max(dilation_rate) > 1:
+            raise ValueError(f"strides > 1 cannot be combined with dilation_rate > 1 (as in keras.layers.Conv2D), "
+                             f"got strides={strides}, dilation_rate={dilation_rate}")
         super().__init__(**kwargs)
-        if int(filters) < 1 or int(rank) < 1:
-            raise ValueError(
-                f"LowRankConv2D needs filters >= 1 and rank >= 1, got filters={filters}, rank={rank}"
-            )
-        self.filters = int(filters)
-        self.rank = int(rank)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        self.filters = filters
+        self.rank = rank
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.dilation_rate = dilation_rate
         self.padding = str(padding).lower()
         if self.padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
@@ -150,12 +156,3 @@ class LowRankConv2D(keras.layers.Layer):
             }
         )
         return config
-
-
-def _pair(value, name):
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return value

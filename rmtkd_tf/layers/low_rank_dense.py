@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.layers.shapes import matmul_last_axis
 
 
@@ -23,8 +24,8 @@ class LowRankDense(keras.layers.Layer):
     whenever `rank < input_dim * units / (input_dim + units)`.
 
     Args:
-        units: output width `d`.
-        rank: bottleneck width `k`.
+        units: output width `d`, a positive integer.
+        rank: bottleneck width `k`, a positive integer.
         activation: activation applied to the output (as in `Dense`).
         use_bias: whether the output has a bias.
         kernel_initializer, bias_initializer: initializers for fresh layers.
@@ -49,13 +50,12 @@ class LowRankDense(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
+        # Checked before the base layer is set up, as keras.layers.Dense does: 2.5 is refused, not truncated.
+        units = check_integer(units, "units")
+        rank = check_integer(rank, "rank")
         super().__init__(**kwargs)
-        if int(units) < 1 or int(rank) < 1:
-            raise ValueError(
-                f"LowRankDense needs units >= 1 and rank >= 1, got units={units}, rank={rank}"
-            )
-        self.units = int(units)
-        self.rank = int(rank)
+        self.units = units
+        self.rank = rank
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

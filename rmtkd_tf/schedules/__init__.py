@@ -7,7 +7,7 @@
   the model before it, rolled back when validation drops too far.
 
 Each is a `run(model, data, config, folder, state, log) -> student` over the shared steps of
-`rmtkd_tf.steps`; `rmtkd_tf.compress.compress` creates or resumes the run folder and calls it.
+`rmtkd_tf.steps`; `rmtkd_tf.compression.run` creates or resumes the run folder and calls it.
 """
 
 SCHEDULES = ("budgeted", "iterative")

@@ -31,6 +31,7 @@ from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.flops import model_flops, output_positions_per_call
 from rmtkd_tf.io import load_model, save_model
 from rmtkd_tf.model_walk import iter_graph_layers
+from rmtkd_tf.progress import FitProgress, emit, progress_of
 from rmtkd_tf.selection import layer_factors
 from rmtkd_tf.steps import accuracy, analyse, distil, seed_step
 from rmtkd_tf.surgery import factorize_model
@@ -51,9 +52,9 @@ def _positions(model, paths):
     return positions
 
 
-def build_ladder(model, data, config, rule, eligible):
+def build_ladder(model, data, config, rule, eligible, log=None):
     """Analyse every eligible layer once; returns `(ladder, decisions, statistics)`."""
-    decisions, _, statistics = analyse(model, data, config, rule, eligible)
+    decisions, _, statistics = analyse(model, data, config, rule, eligible, log=log)
     layers = dict(candidate_layers(model, eligible))
     positions = _positions(model, eligible)
     budgets = []
@@ -97,6 +98,8 @@ def _target_index(ladder, config, state):
 def _search_index(model, ladder, statistics, decisions, data, config, state, reference, log):
     """Deepest cut whose validation accuracy before training is within `search_tolerance` points."""
     base = reference.accuracy
+    # Bisection over ladder[1:]: the first cut, then at most ceil(log2(len - 1)) more.
+    evaluations = 1 + math.ceil(math.log2(max(len(ladder) - 1, 1)))
 
     def passes(cut):
         student = _student(model, cut, statistics, decisions)
@@ -105,10 +108,15 @@ def _search_index(model, ladder, statistics, decisions, data, config, state, ref
         state["search"].append({"params": cut.params, "flops": cut.flops, "relative_error": cut.relative_error,
                                 "val_accuracy_before_training": acc, "drop": drop})
         log(f"search: {cut.params} params, val acc before training {acc if acc is None else round(acc, 2)}")
+        emit(log, "search", evaluation=len(state["search"]), params=cut.params, flops=cut.flops,
+             val_accuracy=acc, drop=drop)
+        bar.update()
         return drop is None or drop <= config.search_tolerance
 
     # Index 0 cuts nothing and always passes: the search starts one cut in.
-    index = ladder.last_passing(passes, low=1) if len(ladder) > 1 else None
+    with progress_of(log, "searching the deepest cut (surgery + validation, no training)", evaluations,
+                     "evaluation") as bar:
+        index = ladder.last_passing(passes, low=1) if len(ladder) > 1 else None
     return 0 if index is None else index
 
 
@@ -163,8 +171,10 @@ def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, fo
                                   offset=done * steps_per_epoch)
         seed_step(config.seed, 20_000 + attempt["attempt"] * 100 + done)
         log(f"distilling {cut.params} params from the original model: epochs {done + 1}-{epochs}")
+        shown = FitProgress(log, f"distilling {cut.params:,} params", epochs, steps_per_epoch,
+                            stage=f"attempt {attempt['attempt']}")
         distil(student, model, data, config, epochs, seed=config.seed * 1000 + attempt["attempt"], initial_epoch=done,
-               callbacks=[_EpochCheckpoint(student, checkpoint, attempt, folder, state)], learning_rate=rate)
+               callbacks=[_EpochCheckpoint(student, checkpoint, attempt, folder, state), shown], learning_rate=rate)
     acc_distilled = accuracy(student, data.x_validation, data.y_validation)
     acc_surgery = attempt.get("val_accuracy_after_surgery")
     kept = not (acc_surgery is not None and acc_distilled is not None and acc_distilled < acc_surgery)
@@ -179,7 +189,8 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         return load_model(final) if final.exists() else model
     t0 = time.time()
     seed_step(config.seed, 0)
-    ladder, decisions, statistics = build_ladder(model, data, config, rule, eligible)
+    ladder, decisions, statistics = build_ladder(model, data, config, rule, eligible, log=log)
+    emit(log, "analysis", step=0, decisions=decisions)
     if len(ladder.layers) == 0:
         state["stopped"] = "no layer has a spectrum to cut"
         folder.save_state(state)
@@ -217,6 +228,10 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         check = reference.check(student, data, config)
         attempt.update(validation_check=check, accepted=check["accepted"], finished=True)
         log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")
+        emit(log, "attempt", step=attempt["attempt"], ranks={p: r for p, r in cut.ranks.items() if r is not None},
+             params=cut.params, flops=cut.flops, val_accuracy_after_surgery=attempt.get("val_accuracy_after_surgery"),
+             val_accuracy=check.get("val_accuracy"), drop=check.get("drop"), accepted=check["accepted"],
+             losses=attempt.get("losses"))
         if check["accepted"] or has_target:
             result = student
             state["final_attempt"] = attempt["attempt"]

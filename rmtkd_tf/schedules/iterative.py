@@ -18,14 +18,13 @@ signal keeps its rank instead of being cut again on every pass.
 from __future__ import annotations
 
 import math
-import time
 
 from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.flops import model_flops
 from rmtkd_tf.io import save_model
 from rmtkd_tf.model_walk import iter_graph_layers
-from rmtkd_tf.steps import analyse, distil_keep_better, seed_step
-from rmtkd_tf.surgery import factorize_model
+from rmtkd_tf.progress import FitProgress, emit
+from rmtkd_tf.steps import distil_keep_better, reduction_step, seed_step
 
 
 def next_open_layer(eligible, open_paths, cursor):
@@ -109,73 +108,71 @@ def _freeze_layers_at_floor(current, state, config, factors):
             state["frozen"][path] = f"rank {layer.rank} at the minimum k/d"
 
 
+def stop_reason(current, state, config, eligible):
+    """Why the loop is done (a target met, `max_steps`, no open layer), or None to go on."""
+    return _stop_reason(current, state, config, [p for p in eligible if p not in state["frozen"]])
+
+
+def advance(current, data, config, state, reference, rule, eligible, graph_paths, log):
+    """One step of the schedule on `current`: choose its layers, run `rmtkd_tf.steps.reduction_step`, record it.
+
+    Updates `state` (the step's record in `steps`, frozen layers, the halves to retry, `next_step`,
+    `accepted_step`) but saves nothing. Returns `(model, record)`: the candidate when the step is
+    accepted, else `current`. `RMTKDCallback` runs the same function at epoch ends.
+    """
+    step = state["next_step"]
+    open_paths = [p for p in eligible if p not in state["frozen"]]
+    group = _next_group(state, config, eligible, open_paths, graph_paths)
+    params_now = int(current.count_params())
+    candidate, record = reduction_step(current, data, config, rule, group, reference,
+                                       seed=config.seed * 1000 + step, noise=state.setdefault("noise", {}),
+                                       log=log, step=step)
+    record = {"step": step, **record}
+    if candidate is not None:
+        emit(log, "step", step=step, ranks=record["ranks"], params=record["params_after"], flops=record["flops_after"],
+             val_accuracy_after_surgery=record["val_accuracy_after_surgery"], val_accuracy=record["val_accuracy"],
+             drop=record["val_drop"], accepted=record["accepted"], losses=record["losses"])
+    for decision in record["decisions"]:
+        if decision["rank"] is None:
+            state["frozen"][decision["path"]] = decision["skipped"]
+    state["steps"].append(record)
+    state["next_step"] = step + 1
+    if candidate is None:
+        if config.order == "all-at-once":
+            state["frozen"].update({p: "no reduction possible" for p in group})
+        skipped = record["decisions"][0]["skipped"] if record["decisions"] else "no statistics collected"
+        log(f"step {step}: {', '.join(group)}: nothing to reduce ({skipped})")
+        return current, record
+    ranks = ranks_text_of(record)
+    if not record["accepted"]:
+        retry = _roll_back(state, config, step, group, record["ranks"], record["val_drop"])
+        log(f"step {step}: {ranks}: val acc {record['val_accuracy']:.2f} (drop {record['val_drop']:.2f}) "
+            f"-> rolled back{retry}")
+        return current, record
+    state["accepted_step"] = step
+    _freeze_layers_at_floor(candidate, state, config, record["ranks"])
+    val = record["val_accuracy"]
+    log(f"step {step}: {ranks}: params {params_now} -> {record['params_after']}, "
+        f"val acc {val if val is None else round(val, 2)}")
+    return candidate, record
+
+
+def ranks_text_of(record):
+    """`"path: d->k, ..."` of a step's record (its factorized layers)."""
+    return ", ".join(f"{d['path']}: {d['dim']}->{d['rank']}" for d in record["decisions"] if d["rank"] is not None)
+
+
 def run(model, data, config, folder, state, log, current, reference, rule, eligible):
     """Run (or continue) the iterative loop; returns the final student. `state` is updated and saved."""
     graph_paths = {p for p, _ in iter_graph_layers(model)}
-    noise = state.setdefault("noise", {})  # path -> the noise fit of its first analysis
     while state["stopped"] is None:
-        step = state["next_step"]
-        open_paths = [p for p in eligible if p not in state["frozen"]]
-        state["stopped"] = _stop_reason(current, state, config, open_paths)
+        state["stopped"] = stop_reason(current, state, config, eligible)
         if state["stopped"] is not None:
             break
-        group = _next_group(state, config, eligible, open_paths, graph_paths)
-        t0 = time.time()
-        seed_step(config.seed, step)
-        params_now = int(current.count_params())
-        decisions, factors, _ = analyse(current, data, config, rule, group,
-                                        noise_priors={p: noise[p] for p in group if p in noise})
-        for decision in decisions:
-            if decision.noise is not None and decision.path not in noise:
-                noise[decision.path] = decision.noise
-        record = {"step": step, "layers": group, "decisions": [d.to_dict() for d in decisions],
-                  "params_before": params_now}
-        for decision in decisions:
-            if decision.rank is None:
-                state["frozen"][decision.path] = decision.skipped
-        if not factors:
-            record.update(accepted=False, reason="no layer in this step can be reduced", wall_s=time.time() - t0)
-            if config.order == "all-at-once":
-                state["frozen"].update({p: "no reduction possible" for p in group})
-            log(f"step {step}: {', '.join(group)}: nothing to reduce ({decisions[0].skipped})")
-            state["steps"].append(record)
-            state["next_step"] = step + 1
-            folder.save_state(state)
-            continue
-
-        student = factorize_model(current, factors)
-        logs, acc_after_surgery, acc_tuned, kept_fine_tuning = distil_keep_better(
-            student, current, data, config, config.epochs_per_step, seed=config.seed * 1000 + step
-        )
-        check = reference.check(student, data, config)
-        record.update(
-            params_after=int(student.count_params()),
-            flops_after=model_flops(student),
-            val_accuracy_after_surgery=acc_after_surgery,
-            val_accuracy=check["val_accuracy"],
-            kept_fine_tuning=kept_fine_tuning,
-            val_drop=check["drop"],
-            validation_check=check,
-            losses=logs,
-        )
-        ranks = ", ".join(f"{d.path}: {d.dim}->{d.rank}" for d in decisions if d.rank is not None)
-        if not check["accepted"]:
-            record.update(accepted=False, reason=f"validation drop {check['drop']:.2f} (upper bound "
-                                                 f"{check['drop_upper']:.2f}) not within max_drop {config.max_drop}")
-            retry = _roll_back(state, config, step, group, factors, check["drop"])
-            log(f"step {step}: {ranks}: val acc {check['val_accuracy']:.2f} (drop {check['drop']:.2f}) -> rolled back{retry}")
-        else:
-            record.update(accepted=True)
-            save_model(student, folder.checkpoint_path(step))
-            current = student
-            state["accepted_step"] = step
-            _freeze_layers_at_floor(current, state, config, factors)
-            val = check["val_accuracy"]
-            log(f"step {step}: {ranks}: params {params_now} -> {record['params_after']}, "
-                f"val acc {val if val is None else round(val, 2)}")
-        record["wall_s"] = round(time.time() - t0, 2)
-        state["steps"].append(record)
-        state["next_step"] = step + 1
+        seed_step(config.seed, state["next_step"])
+        current, record = advance(current, data, config, state, reference, rule, eligible, graph_paths, log)
+        if record["accepted"]:
+            save_model(current, folder.checkpoint_path(record["step"]))
         folder.save_state(state)
 
     folder.save_state(state)
@@ -188,7 +185,10 @@ def _final_distillation(model, current, data, config, folder, state, log, refere
     if config.final_epochs <= 0 or state["accepted_step"] == 0 or state.get("final_done"):
         return current
     seed_step(config.seed, 10_000)
-    _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs, seed=config.seed)
+    shown = FitProgress(log, "final distillation from the original teacher", config.final_epochs,
+                        math.ceil(len(data.y_train) / config.batch_size), stage="final")
+    _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs,
+                                                        seed=config.seed, callbacks=[shown])
     log(f"final distillation from the original teacher: val acc {acc_before} -> {acc_after}")
     save_model(current, folder.checkpoint_path(state["accepted_step"]))
     state["final_done"] = True

@@ -6,7 +6,9 @@
 - `effective_samples`: `effective_sample_size`, the number of independent
   samples that correlated rows (positions of one image, tokens of one text)
   are worth: the `n` to give the MP law.
-- `rank_rules`: rules that pick how many leading eigenvectors to keep.
+- `rank_rules`: rules that pick how many leading eigenvectors to keep,
+  resolved from a name, a dict or an instance by `rank_rules.get`
+  (`get_rank_rule` here), written back by `rank_rules.serialize`.
 - `plotting`: `plot_spectrum` writes a spectrum-vs-MP PNG (matplotlib is
   imported only when it is called).
 

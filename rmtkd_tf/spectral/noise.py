@@ -70,9 +70,9 @@ text) pass the effective sample size (`LayerStatistics.n_effective`, see
 
 import dataclasses
 import math
-import numbers
-
 import numpy as np
+
+from rmtkd_tf.arguments import check_fraction, check_integer
 
 from .marchenko_pastur import marchenko_pastur_cdf, marchenko_pastur_edges, marchenko_pastur_quantile
 
@@ -93,9 +93,7 @@ QUANTILE_GRID_SIZE = 4097
 
 def validate_n_samples(n_samples):
     """Return `n_samples` as an int, or raise ValueError if it is not a positive integer."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    return int(n_samples)
+    return check_integer(n_samples, "n_samples")
 
 
 def validate_eigenvalues(eigenvalues):
@@ -302,9 +300,7 @@ def estimate_noise_variance(eigenvalues, n_samples, tau=0.5, fit=True):
     (2.0, 0.1, True, None)
     """
     n_samples = validate_n_samples(n_samples)
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0.0 < tau < 1.0:
-        raise ValueError(f"tau must be a number in (0, 1), got {tau!r}")
-    tau = float(tau)
+    tau = check_fraction(tau, "tau", allow_one=False)
     descending = validate_eigenvalues(eigenvalues)
     n_eigenvalues = descending.size
     if n_eigenvalues < 2:

@@ -14,8 +14,6 @@ Importing `rmtkd_tf` imports this package, which registers `LowRankTransformerEn
 """
 
 from rmtkd_tf.transformers.bert import (
-    DEFAULT_SEQUENCE_LENGTH,
-    INPUT_NAMES,
     MaskedMeanPooling,
     bert_classifier,
     load_bert_backbone,
@@ -28,32 +26,26 @@ from rmtkd_tf.transformers.bert import (
 )
 from rmtkd_tf.transformers.flops import encoder_flops
 from rmtkd_tf.transformers.low_rank_encoder import (
-    ATTENTION_OUTPUT_PART,
     ENCODER_PARTS,
-    FEEDFORWARD_OUTPUT_PART,
-    FEEDFORWARD_PART,
-    KEY_PART,
-    QUERY_PART,
-    VALUE_PART,
     LowRankAttentionOutput,
     LowRankAttentionProjection,
     LowRankTransformerEncoder,
     encoder_parts,
     encoder_ranks,
-    is_transformer_encoder,
-    low_rank_encoder_like,
 )
-from rmtkd_tf.transformers.padding import PaddingMaskStash
 from rmtkd_tf.transformers.text import encode_texts
 
 __all__ = [
-    "ATTENTION_OUTPUT_PART",
-    "DEFAULT_SEQUENCE_LENGTH",
-    "INPUT_NAMES",
+    "ENCODER_PARTS",
+    "LowRankAttentionOutput",
+    "LowRankAttentionProjection",
+    "LowRankTransformerEncoder",
     "MaskedMeanPooling",
     "bert_classifier",
     "encode_texts",
     "encoder_flops",
+    "encoder_parts",
+    "encoder_ranks",
     "load_bert_backbone",
     "load_bert_tokenizer",
     "pretrained_minilm_folder",
@@ -61,18 +53,4 @@ __all__ = [
     "tokenizer_for_model",
     "vocabulary_path",
     "with_sequence_length",
-    "ENCODER_PARTS",
-    "FEEDFORWARD_OUTPUT_PART",
-    "FEEDFORWARD_PART",
-    "KEY_PART",
-    "QUERY_PART",
-    "VALUE_PART",
-    "LowRankAttentionOutput",
-    "LowRankAttentionProjection",
-    "LowRankTransformerEncoder",
-    "PaddingMaskStash",
-    "encoder_parts",
-    "encoder_ranks",
-    "is_transformer_encoder",
-    "low_rank_encoder_like",
 ]

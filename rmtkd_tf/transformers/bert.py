@@ -35,6 +35,7 @@ from pathlib import Path
 import keras
 import keras_hub
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.errors import RMTKDError
 
 INPUT_NAMES = ("token_ids", "padding_mask", "segment_ids")
@@ -121,7 +122,7 @@ def vocabulary_path(model_path):
 
 def save_vocabulary(tokenizer, model_path):
     """Write `tokenizer`'s vocabulary beside the model file (`vocabulary_path(model_path)`); returns the path."""
-    from rmtkd_tf.io import atomic_path
+    from rmtkd_tf.atomic import atomic_path
 
     path = vocabulary_path(model_path)
     vocabulary = tokenizer.get_vocabulary()
@@ -251,11 +252,10 @@ def bert_classifier(backbone, num_classes, sequence_length=DEFAULT_SEQUENCE_LENG
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    num_classes = check_integer(num_classes, "num_classes", minimum=2)
     max_length = backbone.get_config().get("max_sequence_length")
-    if not 2 < int(sequence_length) <= (max_length or sequence_length):
-        raise ValueError(f"sequence_length must be in [3, {max_length}] for this backbone, got {sequence_length}")
+    sequence_length = check_integer(sequence_length, "sequence_length (for this backbone)", minimum=3,
+                                    maximum=max_length)
     output_key = "pooled_output" if pooling == "pooled" else "sequence_output"
     encoder = _fixed_length_backbone(backbone, output_key, int(sequence_length))
     inputs = {name: keras.Input((int(sequence_length),), dtype="int32", name=name) for name in INPUT_NAMES}

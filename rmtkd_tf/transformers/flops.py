@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmtkd_tf.flops import output_positions_per_call
+from rmtkd_tf.model_walk import output_positions_per_call
 from rmtkd_tf.transformers.low_rank_encoder import is_transformer_encoder
 
 

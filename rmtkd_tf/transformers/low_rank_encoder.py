@@ -32,6 +32,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.layers import LowRankDense
 from rmtkd_tf.layers.shapes import leading_shape
 
@@ -154,9 +155,11 @@ class LowRankAttentionProjection(LowRankDense):
 
     def __init__(self, num_heads, head_dim, rank, **kwargs):
         kwargs.pop("units", None)  # derived: heads * head_dim
-        super().__init__(units=int(num_heads) * int(head_dim), rank=rank, **kwargs)
-        self.num_heads = int(num_heads)
-        self.head_dim = int(head_dim)
+        num_heads = check_integer(num_heads, "num_heads")
+        head_dim = check_integer(head_dim, "head_dim")
+        super().__init__(units=num_heads * head_dim, rank=rank, **kwargs)
+        self.num_heads = num_heads
+        self.head_dim = head_dim
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -247,13 +250,19 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
         feedforward_output_rank=None,
         **kwargs,
     ):
-        super().__init__(intermediate_dim, num_heads, **kwargs)
-        self.query_rank = _check_rank(query_rank, "query_rank")
-        self.key_rank = _check_rank(key_rank, "key_rank")
-        self.value_rank = _check_rank(value_rank, "value_rank")
-        self.attention_output_rank = _check_rank(attention_output_rank, "attention_output_rank")
-        self.feedforward_rank = _check_rank(feedforward_rank, "feedforward_rank")
-        self.feedforward_output_rank = _check_rank(feedforward_output_rank, "feedforward_output_rank")
+        ranks = {
+            "query_rank": query_rank,
+            "key_rank": key_rank,
+            "value_rank": value_rank,
+            "attention_output_rank": attention_output_rank,
+            "feedforward_rank": feedforward_rank,
+            "feedforward_output_rank": feedforward_output_rank,
+        }
+        ranks = {name: check_integer(rank, name, allow_none=True) for name, rank in ranks.items()}
+        super().__init__(check_integer(intermediate_dim, "intermediate_dim"), check_integer(num_heads, "num_heads"),
+                         **kwargs)
+        for name, rank in ranks.items():
+            setattr(self, name, rank)
 
     @property
     def ranks(self):
@@ -306,14 +315,6 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
         return config
 
 
-def _check_rank(rank, name):
-    if rank is None:
-        return None
-    if isinstance(rank, bool) or int(rank) != rank or int(rank) < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {rank!r}")
-    return int(rank)
-
-
 def low_rank_encoder_like(encoder, ranks):
     """An unbuilt `LowRankTransformerEncoder` with `encoder`'s configuration and `ranks` (`{part: rank}`).
 
@@ -324,5 +325,5 @@ def low_rank_encoder_like(encoder, ranks):
         raise ValueError(f"unknown encoder parts {sorted(unknown)}; known: {sorted(PART_RANK_ARGUMENTS)}")
     config = encoder.get_config()
     for part, rank in ranks.items():
-        config[PART_RANK_ARGUMENTS[part]] = int(rank)
+        config[PART_RANK_ARGUMENTS[part]] = check_integer(rank, f"rank of {part}")
     return LowRankTransformerEncoder.from_config(config)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.transformers.bert import DEFAULT_SEQUENCE_LENGTH
 
 
@@ -37,10 +38,8 @@ def encode_texts(texts, tokenizer, sequence_length=DEFAULT_SEQUENCE_LENGTH, batc
     """
     import keras_hub
 
-    if int(sequence_length) < 3:
-        raise ValueError(f"sequence_length must be >= 3 ([CLS], one token, [SEP]), got {sequence_length}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    sequence_length = check_integer(sequence_length, "sequence_length ([CLS], a token, [SEP])", minimum=3)
+    batch_size = check_integer(batch_size, "batch_size")
     texts = list(texts)
     bad = next((t for t in texts if not isinstance(t, str)), None)
     if bad is not None:
