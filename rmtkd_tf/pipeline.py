@@ -317,7 +317,12 @@ def _tflite_latency(teacher_path, student_path, x, log, runs=50, threads=1):
         details = Interpreter(model_path=str(path)).get_input_details()
         if len(details) != 1:
             return None
-        return np.asarray(x)[:1].astype(details[0]["dtype"])
+        row, dtype = np.asarray(x)[:1], np.dtype(details[0]["dtype"])
+        scale, zero_point = details[0]["quantization"]
+        if dtype in (np.int8, np.uint8) and scale and row.dtype != dtype:  # a full-int8 file: quantize, not wrap
+            info = np.iinfo(dtype)
+            row = np.clip(np.round(row.astype(np.float64) / scale) + zero_point, info.min, info.max)
+        return row.astype(dtype)
 
     log(f"timing teacher.tflite and student.tflite on this host ({runs} runs each, {threads} thread)")
     try:
