@@ -1,9 +1,9 @@
-"""Accuracy of every `.tflite` precision of a text classifier (and of its RMT-KD student) on real test data.
+"""Accuracy of every `.tflite` precision of a classifier (and of its RMT-KD student) on real test data.
 
-    python benchmarks/quantize_text.py --model TEACHER.keras --model STUDENT.keras --data ../shared/data/sst2 \
+    python benchmarks/quantize_precisions.py --model TEACHER.keras --model STUDENT.keras --data ../shared/data/sst2 \
         --tokenizer TEACHER.vocab.txt --limit 1500 --calibration-fraction 0.25 --out results.json
 
-Texts are encoded the way `rmtkd-tf compress` encodes them (`rmtkd_tf.pipeline.load_task`: the
+Data are loaded (and texts encoded) the way `rmtkd-tf compress` encodes them (`rmtkd_tf.pipeline.load_task`: the
 `vocab.txt` beside the model, the model's sequence length, the same seed, limit and calibration split, so a
 student's calibration texts are those its compression used). For each model and precision the script
 converts with `rmtkd_tf.export.export_tflite` (calibrating int8 / int16x8 / int8-mixed on
