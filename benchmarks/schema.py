@@ -7,6 +7,7 @@ A result is a JSON object (written atomically by `rmtkd_tf.io.write_json`) with 
 - `kind`: one of `KINDS`: `compare` (several methods against one teacher), `compress` (RMT-KD alone, every
   export), `seeds` (mean ± sd over per-seed `compare` runs), `floor` (latency floor of a BERT),
   `arm64` (qemu-user parity), `retime` (one re-timed pair), `resume` (kill-and-resume check),
+  `quantize` (accuracy of every .tflite precision of a model, paired with its Keras model);
   `distribute` (one compress on one device, two logical devices and two local workers: wall time, ranks);
   `crosscheck` (teacher/student latency ratio, in-process interpreter vs external benchmark tools);
 - `name`: the result's name (a `compare` result's is `compare_<task name>`);
@@ -36,7 +37,7 @@ import json
 from pathlib import Path
 
 SCHEMA_VERSION = 2
-KINDS = ("compare", "compress", "seeds", "floor", "arm64", "retime", "resume", "crosscheck", "distribute")
+KINDS = ("compare", "compress", "seeds", "floor", "arm64", "retime", "resume", "crosscheck", "distribute", "quantize")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

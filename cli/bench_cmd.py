@@ -81,7 +81,7 @@ def _fmt(value, scale=1.0) -> str:
 
 def format_table(results) -> str:
     """A short fixed-width table of BenchmarkResults (one row each)."""
-    header = ("model", "size KB", "median ms", "mean ms", "p90 ms", "per s", "cpu ms/inf", "mJ/inf")
+    header = ("model", "size KiB", "median ms", "mean ms", "p90 ms", "per s", "cpu ms/inf", "mJ/inf")
     rows = [header]
     for r in results:
         energy = r.energy.joules_per_inference if r.energy.available else None

@@ -4,8 +4,13 @@ Example:
 
     rmtkd-tf export student.keras -o student_int8.tflite --precision int8 --data cifar10
 
-With `--data`, calibration samples (int8) come from the training split and verification
-samples from the test split of `rmtkd_tf.data.load_data(SPEC)`.
+    rmtkd-tf export student.keras -o student.tflite --precision auto --data cifar10 --max-drop 1
+
+With `--data`, calibration samples (int8, int16x8, int8-mixed) come from the training split and
+verification samples from the test split of `rmtkd_tf.data.load_data(SPEC)`. `--precision auto`
+tries int8, int16x8, int8-mixed, int8-dynamic, fp16, fp32 in that order and writes the first whose
+accuracy on the data's validation split (its test split when it has none) is within `--max-drop`
+points of the Keras model (`rmtkd_tf.precision_search`), printing what it tried.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import os
 import click
 import numpy as np
 
-# `rmtkd_tf.export.PRECISIONS`, repeated here so that `rmtkd-tf export --help` needs no TensorFlow
-# (importing any rmtkd_tf module imports it); tests/test_cli_startup.py checks that the two agree.
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+# `rmtkd_tf.export.PRECISIONS`, `CALIBRATED_PRECISIONS` and `EXPORTERS`, repeated here so that
+# `rmtkd-tf export --help` needs no TensorFlow (importing any rmtkd_tf module imports it);
+# tests/test_cli_startup.py checks that the copies agree.
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
+CALIBRATED_PRECISIONS = ("int8", "int16x8", "int8-mixed")
+EXPORTERS = ("auto", "keras-litert", "saved-model")
 
 
 def _load_data(spec, *, limit=None, image_size=None, seed=0):
@@ -91,8 +99,9 @@ def _random_subset(x, y, size, seed):
 
 
 def _format_size(n_bytes):
-    for unit in ("B", "KB", "MB"):
-        if n_bytes < 1024 or unit == "MB":
+    """Binary units, labelled as such: 1 KiB = 1024 bytes."""
+    for unit in ("B", "KiB", "MiB"):
+        if n_bytes < 1024 or unit == "MiB":
             return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
         n_bytes /= 1024
 
@@ -104,8 +113,25 @@ def _format_size(n_bytes):
     help="Destination .tflite file (written atomically).",
 )
 @click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-    help="fp16: float16 weights; int8-dynamic: int8 weights; int8: full integer (needs --data).",
+    "--precision", type=click.Choice(PRECISIONS + ("auto",)), default="fp32", show_default=True,
+    help="fp16: float16 weights; int8-dynamic: int8 weights; int8: full integer; int16x8: int16 "
+         "activations, int8 weights; int8-mixed: int8 with softmax/GELU/layer-norm ops in float; "
+         "auto: the first of int8, int16x8, int8-mixed, int8-dynamic, fp16, fp32 within --max-drop. "
+         "int8, int16x8, int8-mixed and auto need --data.",
+)
+@click.option(
+    "--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+    help="auto: accuracy points the .tflite may lose against the Keras model (upper bound of the paired "
+         "drop on the validation split, or the test split when the data has none).",
+)
+@click.option(
+    "--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+    show_default=True, help="auto: level of that drop's confidence interval.",
+)
+@click.option(
+    "--exporter", type=click.Choice(EXPORTERS), default="auto", show_default=True,
+    help="auto: Keras' own model.export(format='litert') where this Keras has it, else SavedModel + "
+         "TFLiteConverter.from_saved_model (int8-mixed always takes the latter).",
 )
 @click.option(
     "--data", "data_spec", default=None, metavar="SPEC",
@@ -113,13 +139,17 @@ def _format_size(n_bytes):
 )
 @click.option(
     "--representative-samples", default=200, show_default=True, type=click.IntRange(min=1),
-    help="Calibration samples drawn from the train split (int8 only).",
+    help="Calibration samples drawn from the train split (int8, int16x8, int8-mixed, auto).",
 )
 @click.option(
     "--verify-samples", default=1000, show_default=True, type=click.IntRange(min=0),
     help="Test samples the .tflite is checked on (0: skip verification).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed for sampling the data.")
+@click.option(
+    "--validation-samples", default=2000, show_default=True, type=click.IntRange(min=1),
+    help="auto: validation examples the precisions are scored on.",
+)
 @click.option(
     "--report-json", default=None, type=click.Path(dir_okay=False),
     help="Also write the export report as JSON here.",
@@ -130,8 +160,8 @@ def _format_size(n_bytes):
 )
 @click.option("--overwrite", is_flag=True, help="Let -o / --report-json replace files that are not a .tflite / JSON report.")
 def export(
-    model_path, output_path, precision, data_spec, representative_samples, verify_samples,
-    seed, report_json, unsafe, overwrite,
+    model_path, output_path, precision, max_drop, confidence, exporter, data_spec, representative_samples,
+    verify_samples, seed, validation_samples, report_json, unsafe, overwrite,
 ):
     """Convert MODEL.keras to a .tflite that uses TFLite builtin ops only, and verify it."""
     from rmtkd_tf.errors import RMTKDError
@@ -150,12 +180,15 @@ def export(
                 raise RMTKDError("--report-json and -o name the same file; give two paths")
     except RMTKDError as error:
         raise click.ClickException(str(error)) from None
-    if precision == "int8" and data_spec is None:
-        raise click.ClickException("--precision int8 needs --data SPEC to calibrate activations")
+    calibrated = precision in CALIBRATED_PRECISIONS or precision == "auto"
+    if calibrated and data_spec is None:
+        what = "to score the precisions" if precision == "auto" else "to calibrate activations"
+        raise click.ClickException(f"--precision {precision} needs --data SPEC {what}")
     model = _load_model(model_path, unsafe)
 
-    representative, verify_x, verify_y = None, None, None
-    wanted = max(representative_samples if precision == "int8" else 0, verify_samples)
+    representative, verify_x, verify_y, validation_x, validation_y = None, None, None, None, None
+    wanted = max(representative_samples if calibrated else 0, verify_samples,
+                 validation_samples if precision == "auto" else 0)
     if data_spec is not None and wanted > 0:
         try:
             splits = _load_data(data_spec, limit=wanted, image_size=_image_size(model), seed=seed)
@@ -168,10 +201,20 @@ def export(
                 f"--data {data_spec} holds raw text, but the .tflite takes the model's numeric "
                 "inputs; pass an .npz of tokenized x_train/x_test instead"
             )
-        if precision == "int8":
+        if calibrated:
             representative, _ = _random_subset(
                 splits.x_train, None, representative_samples, seed
             )
+        if precision == "auto":
+            source = "validation"
+            if getattr(splits, "x_val", None) is not None:
+                validation_x, validation_y = _random_subset(splits.x_val, splits.y_val, validation_samples, seed + 2)
+            elif splits.x_test is not None:
+                source = "test"
+                validation_x, validation_y = _random_subset(splits.x_test, splits.y_test, validation_samples, seed + 2)
+            else:
+                raise click.ClickException(f"--precision auto: {data_spec} has neither a validation nor a test split")
+            click.echo(f"auto: scoring precisions on {len(validation_y)} examples of the {source} split", err=True)
         if verify_samples > 0 and splits.x_test is None:
             click.echo(f"note: {data_spec} has no test split; skipping verification", err=True)
         elif verify_samples > 0:
@@ -179,26 +222,48 @@ def export(
                 splits.x_test, splits.y_test, verify_samples, seed + 1
             )
 
+    auto = None
     try:
-        from rmtkd_tf.export import export_tflite
+        if precision == "auto":
+            from rmtkd_tf.precision_search import export_smallest_accurate
 
-        report = export_tflite(
-            model,
-            output_path,
-            precision=precision,
-            representative_data=representative,
-            verify_inputs=verify_x,
-            verify_labels=verify_y,
-            max_representative_samples=representative_samples,
-        )
+            auto = export_smallest_accurate(
+                model, output_path, validation_x, validation_y, representative_data=representative,
+                max_drop=max_drop, confidence=confidence, verify_inputs=verify_x, verify_labels=verify_y,
+                max_representative_samples=representative_samples, exporter=exporter,
+            )
+            report = auto.report
+        else:
+            from rmtkd_tf.export import export_tflite
+
+            report = export_tflite(
+                model,
+                output_path,
+                precision=precision,
+                representative_data=representative,
+                verify_inputs=verify_x,
+                verify_labels=verify_y,
+                max_representative_samples=representative_samples,
+                exporter=exporter,
+            )
     except (ValueError, OSError) as error:  # FlexOpsError and ExportError are ValueErrors too.
         raise click.ClickException(_first_line(error, limit=1000)) from error
+    except RMTKDError as error:
+        raise click.ClickException(_first_line(error, limit=1000)) from None
 
-    top_ops = sorted(report.op_histogram.items(), key=lambda item: (-item[1], item[0]))[:6]
+    if auto is not None:
+        click.echo(auto.format_table())
+        if not auto.accepted:
+            click.echo(f"warning: no precision was confirmed within --max-drop {max_drop:g}; wrote fp32", err=True)
+
+    top_ops = sorted(report.op_histogram.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{name} x{count}" for name, count in top_ops[:6])
+    if len(top_ops) > 6:
+        hidden = len(top_ops) - 6
+        shown += f", {hidden} more op type{'s' if hidden > 1 else ''} ({sum(c for _, c in top_ops[6:])} ops)"
     click.echo(
-        f"wrote {report.path} ({_format_size(report.size_bytes)}, {report.precision}, "
-        f"{report.n_ops} ops: " + ", ".join(f"{name} x{count}" for name, count in top_ops)
-        + f") in {report.wall_time_s:.1f} s"
+        f"wrote {report.path} ({_format_size(report.size_bytes)}, {report.precision}, via {report.exporter}, "
+        f"{report.n_ops} ops: {shown}) in {report.wall_time_s:.1f} s"
     )
     if report.verification is not None:
         v = report.verification
@@ -215,7 +280,10 @@ def export(
     if report_json is not None:
         from rmtkd_tf.io import write_json
 
-        write_json(report_json, report.to_dict())
+        content = report.to_dict()
+        if auto is not None:
+            content["auto"] = auto.to_dict()
+        write_json(report_json, content)
 
 
 # Alias: `cli/main.py` may register either name; both are the same click command.

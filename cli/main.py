@@ -166,12 +166,17 @@ _common = [
     click.option("--data", "data_spec", help="Data: .npz, CIFAR python folder, image folder, TSV/CSV (file or folder), tfds:NAME."),
     click.option("--unsafe", is_flag=True, help="Allow Lambda layers (arbitrary code) when loading the model."),
     click.option("--limit", type=int, default=None, help="Use at most this many samples per split."),
-    click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--calibration-fraction", type=float, default=0.1, show_default=True, help="Of the training split."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed for the data splits, sampling and weight initialisation (same seed, same run)."),
+    click.option("--calibration-fraction", type=float, default=0.1, show_default=True,
+                 help="Share of the training split held out as calibration examples, whose activations give the "
+                      "spectra (compress uses at most --calibration-samples of them)."),
     click.option("--validation-fraction", type=float, default=0.1, show_default=True,
                  help="Of the training split, used when the data has no validation split of its own "
                       "(SST-2's dev.tsv, an image folder's val/ are used as they are)."),
-    click.option("--rank-rule", type=click.Choice(["mp", "energy", "gavish-donoho", "fixed-rank", "fixed-ratio"]), default="mp", show_default=True),
+    click.option("--rank-rule", type=click.Choice(["mp", "energy", "gavish-donoho", "fixed-rank", "fixed-ratio"]), default="mp",
+                 show_default=True, help="How each layer's rank is chosen: mp (eigenvalues above the fitted "
+                 "Marchenko-Pastur edge), energy (--energy), gavish-donoho, fixed-rank (--rank), fixed-ratio (--ratio)."),
     click.option("--tau", type=float, default=0.5, show_default=True, help="Quantile initialising the MP noise fit."),
     click.option("--energy", "energy_fraction", type=float, default=0.95, show_default=True, help="For --rank-rule energy."),
     click.option("--rank", "fixed_rank", type=int, default=None, help="For --rank-rule fixed-rank."),
@@ -213,7 +218,12 @@ def _rule_params(rank_rule, tau, energy_fraction, fixed_rank, fixed_ratio):
 @click.option("--no-plots", is_flag=True, help="Skip the per-layer PNGs.")
 def analyze(model, data_spec, unsafe, limit, seed, calibration_fraction, validation_fraction, rank_rule, tau,
             energy_fraction, fixed_rank, fixed_ratio, tokenizer, seq_len, output_dir, quiet, overwrite, no_plots):
-    """Per-layer activation spectra, fitted MP noise and chosen ranks (JSON + PNGs)."""
+    """Per-layer activation spectra, fitted MP noise and chosen ranks (JSON + PNGs).
+
+    Without MODEL, analyses the embedded default: the small CIFAR-10 CNN packaged with rmtkd-tf
+    (rmtkd_tf/assets/cifar10_cnn.keras) on the packaged sample of real CIFAR-10 images
+    (rmtkd_tf/assets/cifar10_sample.npz), or on --data when given.
+    """
     log = _run_log(quiet)
     from rmtkd_tf.io import unsafe_loading
     from rmtkd_tf.pipeline import analyze_model
@@ -282,13 +292,18 @@ def _compression_config(options):
 @click.option("--epochs-per-step", type=int, default=1, show_default=True, help="iterative: self-distillation epochs after each reduction (0: surgery only).")
 @click.option("--final-epochs", type=int, default=0, show_default=True, help="iterative: distillation epochs from the original teacher at the end.")
 @click.option("--max-steps", type=int, default=50, show_default=True, help="iterative: at most this many steps.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Examples per batch for collection, distillation and evaluation.")
 @click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="iterative: fine-tuning learning rate.")
 @click.option("--alpha", type=float, default=0.7, show_default=True, help="Weight of the hard-label CE in the distillation loss.")
-@click.option("--temperature", type=float, default=4.0, show_default=True)
+@click.option("--temperature", type=float, default=4.0, show_default=True,
+              help="Softmax temperature T of the distillation's KL term (scaled by T^2).")
 @click.option("--feature-weight", type=float, default=0.0, show_default=True,
               help="Weight of intermediate-feature distillation: the factorized layers' outputs matched to the teacher's.")
-@click.option("--calibration-samples", type=int, default=2048, show_default=True)
+@click.option("--calibration-samples", type=int, default=2048, show_default=True,
+              help="Cap on the calibration examples whose activations are collected: the calibration set is "
+                   "--calibration-fraction of the training split, and this caps it (the embedded default's "
+                   "1,500 training images give 150, so the fraction decides there).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --output.")
 @click.option("--strategy", type=click.Choice(["auto", "one-device", "mirrored", "multi-worker"]), default="auto",
               show_default=True,
@@ -296,7 +311,11 @@ def _compression_config(options):
                    "(every GPU of this host), multi-worker (the hosts of TF_CONFIG; same command on each, the "
                    "chief writes -o). --batch-size is the global batch.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8", "auto"]),
+              default="fp32", show_default=True,
+              help="Of the .tflite files (see `rmtkd-tf export --help`); auto: per model, the first of int8, int16x8, "
+                   "int8-mixed, int8-dynamic, fp16, fp32 whose validation accuracy is within --max-drop of its "
+                   "Keras model (report.json's export.*.auto lists what was tried).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write TensorBoard logs here: ranks per layer, losses, validation accuracy and the spectra "
                    "per step or attempt (tensorboard --logdir DIR).")

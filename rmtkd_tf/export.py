@@ -1,16 +1,15 @@
 """Export a Keras 3 model to a `.tflite` flatbuffer that stock LiteRT runtimes can run.
 
-`export_tflite` converts through a SavedModel (`model.export(..., format="tf_saved_model")`
-then `tf.lite.TFLiteConverter.from_saved_model`), allows only TFLite builtin ops (a model that
-would need the Flex / select-TF delegate is refused with `FlexOpsError`, because stock runtimes
-on phones and boards do not ship it), writes the file atomically and, given real inputs,
-checks the `.tflite` against `model.predict`.
+`export_tflite` converts with Keras' own LiteRT exporter (`model.export(path, format="litert")`,
+Keras >= 3.12) where the installed Keras has it, and otherwise, or when Keras cannot trace the
+model, through a SavedModel (`model.export(..., format="tf_saved_model")` then
+`tf.lite.TFLiteConverter.from_saved_model`). `ExportReport.exporter` says which path ran. Either way
+only TFLite builtin ops are allowed (a model that would need the Flex / select-TF delegate is refused
+with `FlexOpsError`, because stock runtimes on phones and boards do not ship it), the file is written
+atomically and, given real inputs, the `.tflite` is checked against `model.predict`.
 
-Precisions:
+Precisions (`PRECISIONS`), smallest and most integer first as `rmtkd_tf.precision_search` tries them:
 
-- `"fp32"`: plain float conversion.
-- `"fp16"`: weights stored as float16 (about half the size), computed in float32.
-- `"int8-dynamic"`: dynamic-range quantization: int8 weights, float activations.
 - `"int8"`: full integer quantization. Activation ranges are calibrated on
   `representative_data`; every op runs in int8 and the float input and output
   tensors become int8 too. To feed such a model by hand, quantize each float
@@ -19,6 +18,19 @@ Precisions:
   and read outputs back as `(q.astype(float32) - zero_point) * scale`.
   `tflite_predict` does both for you. Integer inputs (e.g. token ids) are left
   as they are.
+- `"int16x8"`: int8 weights, int16 activations
+  (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`), calibrated like int8, float
+  input and output tensors; every op must have a 16x8 kernel (no float fallback). The converter in
+  TF 2.21 has none for the ops Keras' LayerNormalization lowers to (NEG; and the runtime has no int16
+  SQUARED_DIFFERENCE) nor for an embedding lookup fed by integer inputs, so transformers are refused
+  with an `ExportError`; conv nets and MLPs convert.
+- `"int8-mixed"`: int8 like `"int8"` except the numerically fragile ops (`FRAGILE_OPS`: softmax,
+  GELU and the mean / variance / rsqrt of layer norms), which stay float32; float input and output
+  tensors. Built with TFLite's selective quantization (`tf.lite.experimental.QuantizationDebugger`,
+  `denylisted_ops`), which needs the converter object, so it always takes the SavedModel path.
+- `"int8-dynamic"`: dynamic-range quantization: int8 weights, float activations.
+- `"fp16"`: weights stored as float16 (about half the size), computed in float32.
+- `"fp32"`: plain float conversion.
 
 Example:
 
@@ -27,8 +39,8 @@ Example:
 >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
 >>> path = os.path.join(tempfile.mkdtemp(), "tiny.tflite")
 >>> report = export_tflite(model, path, verify_inputs=x)
->>> report.op_histogram, report.verification["top1_agreement"]
-({'FULLY_CONNECTED': 1}, 1.0)
+>>> report.op_histogram, report.verification["top1_agreement"], report.exporter
+({'FULLY_CONNECTED': 1}, 1.0, 'keras-litert')
 >>> tflite_predict(path, x).shape
 (32, 3)
 """
@@ -36,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import re
@@ -48,7 +61,13 @@ import numpy as np
 from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.errors import RMTKDError
 
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
+# Precisions calibrated on representative data.
+CALIBRATED_PRECISIONS = ("int8", "int16x8", "int8-mixed")
+# Conversion paths: "auto" takes Keras' LiteRT exporter where it exists and can trace the model.
+EXPORTERS = ("auto", "keras-litert", "saved-model")
+# TFLite ops kept in float32 by "int8-mixed": softmax, GELU, and a layer norm's mean / variance / rsqrt.
+FRAGILE_OPS = ("SOFTMAX", "GELU", "MEAN", "SQUARED_DIFFERENCE", "RSQRT")
 
 # Keras writes this signature (an alias of its "serve" endpoint); the converter keeps the name.
 SIGNATURE_KEY = "serving_default"
@@ -107,6 +126,9 @@ class ExportReport:
             `max_abs_err`, `mean_abs_err` (float outputs, dequantized for int8),
             `top1_agreement` and, given labels, `keras_accuracy` / `tflite_accuracy`.
         wall_time_s: seconds spent in `export_tflite` (conversion and verification).
+        exporter: the conversion path that produced the file: `"keras-litert"`
+            (`model.export(format="litert")`) or `"saved-model"` (SavedModel + `from_saved_model`).
+        exporter_note: why the SavedModel path ran instead of Keras' exporter (`None` when it did not).
     """
 
     path: str
@@ -117,10 +139,30 @@ class ExportReport:
     flex_ops: list
     verification: dict | None
     wall_time_s: float
+    exporter: str = "saved-model"
+    exporter_note: str | None = None
 
     def to_dict(self):
         """A JSON-serializable dict of all fields."""
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Conversion:
+    """An in-memory `.tflite` (`convert_tflite`), not yet verified or written.
+
+    Attributes:
+        flatbuffer: the `.tflite` bytes.
+        precision, exporter, exporter_note: as in `ExportReport`.
+        op_histogram: builtin op name -> count.
+    """
+
+    flatbuffer: bytes
+    precision: str
+    exporter: str
+    exporter_note: str | None
+    op_histogram: dict
+    mapper: object = dataclasses.field(repr=False, default=None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,6 +178,7 @@ def export_tflite(
     verify_inputs=None,
     verify_labels=None,
     max_representative_samples=200,
+    exporter="auto",
 ):
     """Convert `model` to a `.tflite` file at `path` using TFLite builtin ops only.
 
@@ -144,17 +187,19 @@ def export_tflite(
         path: destination `.tflite` path. It is written atomically (temp file in the same
             directory, then `os.replace`), so a failure never leaves a partial file, and it
             may not end in `.keras`/`.h5`.
-        precision: `"fp32"`, `"fp16"`, `"int8-dynamic"` or `"int8"` (see the module doc).
-        representative_data: calibration inputs, required by `"int8"` and ignored by the other
-            precisions (so one call site can serve all of them): a
-            NumPy array for a single-input model, a dict `{input_name: array}` (or a list in
-            `model.inputs` order) for several inputs, or a `tf.data.Dataset` yielding such
+        precision: one of `PRECISIONS` (see the module doc).
+        representative_data: calibration inputs, required by the calibrated precisions
+            (`CALIBRATED_PRECISIONS`) and ignored by the others (so one call site can serve all
+            of them): a NumPy array for a single-input model, a dict `{input_name: array}` (or a
+            list in `model.inputs` order) for several inputs, or a `tf.data.Dataset` yielding such
             inputs, batched or not (`(x, y)` pairs are accepted; `x` is used).
         verify_inputs: real inputs, in the same forms as above (not a dataset). When given,
             the `.tflite` runs on them and is compared with `model.predict`.
         verify_labels: optional integer class labels (or one-hot) for `verify_inputs`,
             to report the accuracy of both models.
         max_representative_samples: at most this many calibration samples are used.
+        exporter: `"auto"` (Keras' LiteRT exporter where the installed Keras has it and can trace
+            the model, else the SavedModel path), `"keras-litert"` or `"saved-model"` (`EXPORTERS`).
 
     Returns:
         An `ExportReport`.
@@ -165,62 +210,141 @@ def export_tflite(
         ValueError: bad arguments (unknown precision, missing calibration data, ...).
     """
     start = time.perf_counter()
-    import keras
+    if verify_labels is not None and verify_inputs is None:
+        raise ValueError("verify_labels were given without verify_inputs")
+    _check_model(model)
+    _check_destination(path)
+    conversion = convert_tflite(
+        model, precision, representative_data, max_representative_samples, exporter
+    )
+    return write_tflite(model, conversion, path, verify_inputs, verify_labels, start=start)
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")
-    if precision == "int8" and representative_data is None:
-        raise ValueError(
-            "precision='int8' needs representative_data (a few hundred real inputs) "
-            "to calibrate activation ranges"
-        )
-    max_representative_samples = check_integer(max_representative_samples, "max_representative_samples")
+
+def write_tflite(model, conversion, path, verify_inputs=None, verify_labels=None, start=None):
+    """Verify a `Conversion` of `model` (given inputs), then write it atomically to `path`.
+
+    Returns the `ExportReport`; arguments as in `export_tflite`, `start` a `time.perf_counter()`
+    value the report's wall time counts from (default: now).
+    """
+    start = time.perf_counter() if start is None else start
     if verify_labels is not None and verify_inputs is None:
         raise ValueError("verify_labels were given without verify_inputs")
     destination = _check_destination(path)
+    # Verify before writing: the call either succeeds completely or leaves nothing behind.
+    verification = None
+    if verify_inputs is not None:
+        verification = _verify(
+            model, conversion.flatbuffer, conversion.mapper, verify_inputs, verify_labels
+        )
+    _write_atomically(destination, conversion.flatbuffer)
+    return ExportReport(
+        path=destination,
+        precision=conversion.precision,
+        size_bytes=os.path.getsize(destination),
+        n_ops=int(sum(conversion.op_histogram.values())),
+        op_histogram=conversion.op_histogram,
+        flex_ops=[],
+        verification=verification,
+        wall_time_s=time.perf_counter() - start,
+        exporter=conversion.exporter,
+        exporter_note=conversion.exporter_note,
+    )
 
-    with tempfile.TemporaryDirectory(prefix="rmtkd_export_") as saved_model_dir:
+
+def keras_predictions(model, conversion, inputs, batch_size=64):
+    """`model.predict` on `inputs` (any form `export_tflite` takes), as float32, the `.tflite`'s layout."""
+    named = conversion.mapper.to_named(inputs, "inputs")
+    outputs = model.predict(conversion.mapper.to_keras(named), batch_size=batch_size, verbose=0)
+    if isinstance(outputs, (list, tuple, dict)):
+        raise ValueError("only single-output models can be compared")
+    return np.asarray(outputs, dtype=np.float32)
+
+
+def per_example_correct(conversion, inputs, labels, keras_outputs, batch_size=64):
+    """(Keras correct, `.tflite` correct): one boolean per example, for a paired accuracy comparison.
+
+    `keras_outputs` come from `keras_predictions` (computed once, reused for every conversion).
+    """
+    named = conversion.mapper.to_named(inputs, "inputs")
+    tflite_outputs = _run_batched(_signature_runner(conversion.flatbuffer), named, batch_size)
+    if tflite_outputs.shape != keras_outputs.shape:
+        raise ExportError(
+            f"the .tflite output shape {tflite_outputs.shape} differs from Keras {keras_outputs.shape}"
+        )
+    threshold = _binary_threshold(keras_outputs)
+    keras_classes = _predicted_classes(keras_outputs, threshold)
+    classes = _class_labels(labels, keras_classes.shape)
+    return keras_classes == classes, _predicted_classes(tflite_outputs, threshold) == classes
+
+
+def convert_tflite(
+    model, precision="fp32", representative_data=None, max_representative_samples=200, exporter="auto"
+):
+    """Convert `model` to `.tflite` bytes (builtin ops only) without writing or verifying them.
+
+    Arguments as in `export_tflite`. Returns a `Conversion`; raises like `export_tflite`.
+
+    >>> import numpy as np, keras
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> conversion = convert_tflite(model, "fp16", exporter="saved-model")
+    >>> conversion.exporter, conversion.flatbuffer[4:8]
+    ('saved-model', b'TFL3')
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    _check_model(model)
+    if precision in CALIBRATED_PRECISIONS and representative_data is None:
+        raise ValueError(
+            f"precision={precision!r} needs representative_data (a few hundred real inputs) "
+            "to calibrate activation ranges"
+        )
+    max_representative_samples = check_integer(max_representative_samples, "max_representative_samples")
+    if exporter == "keras-litert" and not keras_has_litert_export():
+        raise ValueError("exporter='keras-litert' needs Keras >= 3.12 (model.export(format='litert'))")
+    if exporter == "keras-litert" and precision == "int8-mixed":
+        raise ValueError("precision 'int8-mixed' needs the converter object: use exporter='saved-model'")
+
+    flatbuffer, used, note, mapper = None, None, None, None
+    if exporter != "saved-model" and precision != "int8-mixed" and keras_has_litert_export():
         try:
-            model.export(saved_model_dir, format="tf_saved_model", verbose=False)
-        except Exception as error:  # Keras raises several types here; all mean "cannot trace".
-            raise ExportError(
-                f"model.export(format='tf_saved_model') failed: {_first_line(error)}"
-            ) from error
-        input_specs = _signature_input_specs(saved_model_dir)
-        mapper = _InputMapper(model, input_specs)
-        representative_dataset = None
-        if precision == "int8":
-            representative_dataset = _representative_dataset(
-                representative_data, mapper, int(max_representative_samples)
+            flatbuffer, mapper = _convert_with_keras(
+                model, precision, representative_data, int(max_representative_samples)
             )
-        flatbuffer = _convert(saved_model_dir, precision, representative_dataset)
+            used = "keras-litert"
+        except _KerasTraceError as error:
+            if exporter == "keras-litert":
+                raise ExportError(f"model.export(format='litert') failed: {error}") from None
+            note = f"Keras' LiteRT exporter could not trace the model ({error})"
+    elif exporter == "auto":
+        note = ("int8-mixed needs the converter object (selective quantization)"
+                if precision == "int8-mixed" else "this Keras has no format='litert'")
+    if flatbuffer is None:
+        flatbuffer, mapper = _convert_with_saved_model(
+            model, precision, representative_data, int(max_representative_samples)
+        )
+        used = "saved-model"
 
     op_histogram, custom_ops = _scan_operators(flatbuffer)
-    flex_ops = [name for name in custom_ops if name.startswith("Flex")]
     if custom_ops:
+        flex_ops = [name for name in custom_ops if name.startswith("Flex")]
         raise FlexOpsError(
             [name[len("Flex"):] for name in flex_ops],
             [name for name in custom_ops if not name.startswith("Flex")],
         )
+    if precision == "int16x8":
+        _check_runs(flatbuffer, precision)
+    return Conversion(flatbuffer, precision, used, note, op_histogram, mapper)
 
-    # Verify before writing: the call either succeeds completely or leaves nothing behind.
-    verification = None
-    if verify_inputs is not None:
-        verification = _verify(model, flatbuffer, mapper, verify_inputs, verify_labels)
 
-    _write_atomically(destination, flatbuffer)
-    return ExportReport(
-        path=destination,
-        precision=precision,
-        size_bytes=os.path.getsize(destination),
-        n_ops=int(sum(op_histogram.values())),
-        op_histogram=op_histogram,
-        flex_ops=flex_ops,
-        verification=verification,
-        wall_time_s=time.perf_counter() - start,
-    )
+def keras_has_litert_export():
+    """Whether the installed Keras exports LiteRT itself (`model.export(path, format="litert")`)."""
+    try:
+        from keras.src.export import litert  # noqa: F401  (Keras >= 3.12)
+    except ImportError:
+        return False
+    return True
 
 
 def tflite_predict(path, inputs, batch_size=64):
@@ -252,36 +376,184 @@ def tflite_predict(path, inputs, batch_size=64):
 # ----------------------------------------------------------------------------------------------
 
 
+class _KerasTraceError(Exception):
+    """Keras' LiteRT exporter failed before the TFLite converter ran (tracing, signature)."""
+
+
+def _check_model(model):
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")
+
+
+def _converter_settings(precision, representative_dataset):
+    """{converter attribute: value} for `precision`; `target_spec` is a dict of its attributes."""
+    import tensorflow as tf
+
+    settings = {
+        "allow_custom_ops": False,
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
+    }
+    if precision != "fp32":
+        settings["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        settings["target_spec"]["supported_types"] = [tf.float16]
+    elif precision in CALIBRATED_PRECISIONS:
+        settings["representative_dataset"] = representative_dataset
+    if precision == "int8":
+        # INT8 only: a float fallback would silently give a mixed model; better to fail loudly.
+        settings["target_spec"]["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        settings["inference_input_type"] = tf.int8
+        settings["inference_output_type"] = tf.int8
+    elif precision == "int16x8":
+        # 16x8 only, for the same reason: no silent float islands.
+        settings["target_spec"]["supported_ops"] = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    return settings
+
+
+def _apply_settings(converter, settings):
+    for name, value in settings.items():
+        if name == "target_spec":
+            for spec_name, spec_value in value.items():
+                setattr(converter.target_spec, spec_name, spec_value)
+        else:
+            setattr(converter, name, value)
+
+
+def _keras_input_specs(model):
+    """{input name: (numpy dtype, shape)} of the signature Keras' LiteRT exporter writes."""
+    specs = {}
+    for tensor in model.inputs:
+        shape = [-1 if dim is None else int(dim) for dim in tensor.shape]
+        specs[tensor.name] = (np.dtype(tensor.dtype), shape)
+    return specs
+
+
+def _convert_with_keras(model, precision, representative_data, max_samples):
+    """(flatbuffer, mapper) from `model.export(format="litert")`; raises `_KerasTraceError` early."""
+    try:
+        mapper = _InputMapper(model, _keras_input_specs(model))
+    except (AttributeError, ValueError, ExportError) as error:
+        raise _KerasTraceError(_first_line(error)) from None
+    representative_dataset = None
+    if precision in CALIBRATED_PRECISIONS:
+        representative_dataset = _representative_dataset(representative_data, mapper, max_samples)
+    settings = _converter_settings(precision, representative_dataset)
+    with tempfile.TemporaryDirectory(prefix="rmtkd_export_") as directory:
+        path = os.path.join(directory, "model.tflite")
+        try:
+            with _quiet_converter():
+                model.export(path, format="litert", verbose=False, **settings)
+        except Exception as error:  # ConverterError, or Keras' tracing errors (several types)
+            _raise_converter_error(error, precision, trace_error=_KerasTraceError)
+        with open(path, "rb") as file:
+            flatbuffer = file.read()
+    if sorted(_tflite_input_names(flatbuffer)) != sorted(mapper.input_specs):
+        raise _KerasTraceError(
+            f"its signature inputs {sorted(_tflite_input_names(flatbuffer))} are not the model's "
+            f"inputs {sorted(mapper.input_specs)}"
+        )
+    return flatbuffer, mapper
+
+
+def _convert_with_saved_model(model, precision, representative_data, max_samples):
+    """(flatbuffer, mapper) through a SavedModel and `TFLiteConverter.from_saved_model`."""
+    with tempfile.TemporaryDirectory(prefix="rmtkd_export_") as saved_model_dir:
+        try:
+            model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        except Exception as error:  # Keras raises several types here; all mean "cannot trace".
+            raise ExportError(
+                f"model.export(format='tf_saved_model') failed: {_first_line(error)}"
+            ) from error
+        mapper = _InputMapper(model, _signature_input_specs(saved_model_dir))
+        representative_dataset = None
+        if precision in CALIBRATED_PRECISIONS:
+            representative_dataset = _representative_dataset(representative_data, mapper, max_samples)
+        return _convert(saved_model_dir, precision, representative_dataset), mapper
+
+
 def _convert(saved_model_dir, precision, representative_dataset):
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[SIGNATURE_KEY]
     )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.allow_custom_ops = False
-    if precision != "fp32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if precision == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
-        converter.representative_dataset = representative_dataset
-        # INT8 only: a float fallback would silently give a mixed model; better to fail loudly.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+    _apply_settings(converter, _converter_settings(precision, representative_dataset))
     try:
-        with warnings.catch_warnings():
-            # int8 calibration runs TF's own deprecated tf.lite.Interpreter; its warning is noise.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        with _quiet_converter():
+            if precision == "int8-mixed":
+                return _selectively_quantize(converter, representative_dataset)
             return converter.convert()
     except Exception as error:
-        flex_ops, custom_ops = _ops_from_converter_error(error)
-        if flex_ops or custom_ops:
-            raise FlexOpsError(flex_ops, custom_ops) from None
+        _raise_converter_error(error, precision)
+
+
+def _selectively_quantize(converter, representative_dataset):
+    """int8 with `FRAGILE_OPS` left in float32 (TFLite's documented selective quantization)."""
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FRAGILE_OPS))
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative_dataset, debug_options=options
+    )
+    return debugger.get_nondebug_quantized_model()
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """Calibration runs TF's own deprecated tf.lite.Interpreter; its warning is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        yield
+
+
+def _raise_converter_error(error, precision, trace_error=None):
+    """Re-raise a conversion failure as `FlexOpsError` / `ExportError` (or `trace_error`)."""
+    flex_ops, custom_ops = _ops_from_converter_error(error)
+    if flex_ops or custom_ops:
+        raise FlexOpsError(flex_ops, custom_ops) from None
+    if trace_error is not None and not _is_converter_error(error):
+        raise trace_error(_first_line(error)) from None
+    summary = _converter_error_summary(error)
+    match = re.search(r"Failed for tensor (\S+)", summary)
+    if precision == "int16x8" and "Max and min for dynamic tensors" in summary and match:
+        summary = (f"the 16x8 quantizer cannot handle the integer input {match.group(1)} (an embedding "
+                   f"lookup's ids have no activation range); use int8-mixed or int8-dynamic")
+    raise ExportError(f"TFLite conversion ({precision}) failed: {summary}") from error
+
+
+def _is_converter_error(error):
+    """True when `error` came out of the TFLite converter (which both paths share), not Keras' tracing."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        if "/tensorflow/lite/" in filename:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _tflite_input_names(flatbuffer):
+    return list(_signature_runner(flatbuffer).get_input_details())
+
+
+def _check_runs(flatbuffer, precision):
+    """Invoke the model once on zeros: int16x8 graphs can convert with ops the runtime cannot run."""
+    runner = _signature_runner(flatbuffer)
+    zeros = {}
+    for name, detail in runner.get_input_details().items():
+        shape = [1 if dim < 1 else int(dim) for dim in detail["shape_signature"]]
+        shape[0] = 1
+        zeros[name] = np.zeros(shape, dtype=detail["dtype"])
+    try:
+        runner(**zeros)
+    except (RuntimeError, ValueError) as error:
         raise ExportError(
-            f"TFLite conversion ({precision}) failed: {_converter_error_summary(error)}"
-        ) from error
+            f"the {precision} .tflite does not run on LiteRT: {_first_line(error)}"
+        ) from None
 
 
 def _ops_from_converter_error(error):

@@ -282,19 +282,8 @@ def _compress_task(task, config, output_dir, resume, export_precision, log, writ
     report["validation"] = {"origin": task.data.validation_origin, "examples": n_rows(task.data.x_validation)}
     report["compression_wall_s"] = round(time.time() - t0, 1)
     if export_precision:
-        report["export"] = {}
-        from rmtkd_tf.export import export_tflite
-
-        rep_x = task.data.x_calibration
-        for name, model in (("teacher", task.model), ("student", student)):
-            path = output_dir / f"{name}.tflite"
-            log(f"exporting {path.name} ({export_precision})")
-            export = export_tflite(
-                model, path, precision=export_precision, representative_data=rep_x,
-                verify_inputs=task.data.x_test if task.data.x_test is not None else task.data.x_validation,
-                verify_labels=task.data.y_test if task.data.x_test is not None else task.data.y_validation,
-            )
-            report["export"][name] = export.to_dict()
+        report["export"] = export_models(task, {"teacher": task.model, "student": student}, output_dir,
+                                         export_precision, config, log)
         latency = _tflite_latency(output_dir / "teacher.tflite", output_dir / "student.tflite", task.data.x_validation, log)
         if latency is not None:
             report["latency"] = latency
@@ -336,7 +325,12 @@ def _tflite_latency(teacher_path, student_path, x, log, runs=50, threads=1):
         details = Interpreter(model_path=str(path)).get_input_details()
         if len(details) != 1:
             return None
-        return np.asarray(x)[:1].astype(details[0]["dtype"])
+        row, dtype = np.asarray(x)[:1], np.dtype(details[0]["dtype"])
+        scale, zero_point = details[0]["quantization"]
+        if dtype in (np.int8, np.uint8) and scale and row.dtype != dtype:  # a full-int8 file: quantize, not wrap
+            info = np.iinfo(dtype)
+            row = np.clip(np.round(row.astype(np.float64) / scale) + zero_point, info.min, info.max)
+        return row.astype(dtype)
 
     log(f"timing teacher.tflite and student.tflite on this host ({runs} runs each, {threads} thread)")
     try:
@@ -349,3 +343,37 @@ def _tflite_latency(teacher_path, student_path, x, log, runs=50, threads=1):
     return {"teacher_ms": teacher_ms, "student_ms": student_ms,
             "speedup": None if not student_ms else teacher_ms / student_ms, "runs": runs, "threads": threads,
             "method": "LiteRT interpreter on this host, teacher and student interleaved (ABBA blocks)"}
+
+
+def export_models(task, models, output_dir, precision, config, log=print):
+    """Write `<name>.tflite` for each of `models` ({name: keras.Model}) and return {name: export report}.
+
+    Calibration uses the task's calibration split, verification its test split (validation when it has
+    none). `precision="auto"` picks, per model, the smallest precision whose accuracy on the validation
+    split stays within `config.max_drop` of that model (`rmtkd_tf.precision_search`), and the report keeps
+    every precision it tried under `"auto"`.
+    """
+    from rmtkd_tf.export import export_tflite
+    from rmtkd_tf.precision_search import export_smallest_accurate
+
+    data = task.data
+    verify_x, verify_y = (data.x_test, data.y_test) if data.x_test is not None else (data.x_validation, data.y_validation)
+    reports = {}
+    for name, model in models.items():
+        path = Path(output_dir) / f"{name}.tflite"
+        log(f"exporting {path.name} ({precision})")
+        if precision == "auto":
+            result = export_smallest_accurate(
+                model, path, data.x_validation, data.y_validation, representative_data=data.x_calibration,
+                max_drop=config.max_drop, confidence=getattr(config, "confidence", 0.95),
+                verify_inputs=verify_x, verify_labels=verify_y, log=log,
+            )
+            for line in result.format_table().splitlines():
+                log(f"  {name}: {line}")
+            reports[name] = {**result.report.to_dict(), "auto": result.to_dict()}
+        else:
+            reports[name] = export_tflite(
+                model, path, precision=precision, representative_data=data.x_calibration,
+                verify_inputs=verify_x, verify_labels=verify_y,
+            ).to_dict()
+    return reports

@@ -61,7 +61,22 @@ def format_summary(report):
         layer_rows.append((path, entry["type"], str(entry["units"]), str(entry["rank"]), _fmt_int(entry["params_before"]), _fmt_int(entry["params_after"])))
     if len(layer_rows) > 1:
         text += "\n\n" + _tabulate(layer_rows)
+    text += _format_exports(report.get("export") or {})
     text += f"\n\nstopped: {report.get('stopped')}"
+    return text
+
+
+def _format_exports(exports):
+    """Precision and conversion path of each .tflite; with `--precision auto`, every precision tried."""
+    from rmtkd_tf.precision_search import PrecisionTrial, format_trials
+
+    text = ""
+    for name, export in exports.items():
+        text += f"\n\n{name}.tflite: {export.get('precision')}, via {export.get('exporter', 'saved-model')}"
+        auto = export.get("auto")
+        if auto:
+            trials = [PrecisionTrial(**trial) for trial in auto["tried"]]
+            text += " (auto)\n" + format_trials(trials, auto["max_drop"], auto["confidence"], auto["validation_examples"])
     return text
 
 

@@ -84,6 +84,6 @@ def test_table_formatting():
         throughput_per_s=666.6667, energy=EnergyInfo(available=True, joules_per_inference=0.0123,
                                                      source="android-battery", note="x"))
     lines = format_table([result]).splitlines()
-    assert lines[0].split() == ["model", "size", "KB", "median", "ms", "mean", "ms", "p90", "ms", "per", "s",
+    assert lines[0].split() == ["model", "size", "KiB", "median", "ms", "mean", "ms", "p90", "ms", "per", "s",
                                 "cpu", "ms/inf", "mJ/inf"]
     assert lines[1].split() == ["student.tflite", "2.0", "1.25", "1.5", "-", "666.7", "-", "12.3"]

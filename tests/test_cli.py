@@ -136,3 +136,20 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"Error: model file not found: {tmp_path / 'nope.keras'}"
+
+
+def test_compress_precision_auto_exports_and_reports_what_it_tried(tiny, tmp_path):
+    model_path, data_path = tiny
+    out = tmp_path / "out"
+    # 25 validation examples: only a loose --max-drop can confirm anything; int8 is then the first that holds.
+    result = _run(["compress", str(model_path), "--data", str(data_path), "-o", str(out), "--target-params", "0.6",
+                   "--distillation-epochs", "1", "--max-drop", "50", "--precision", "auto", "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    for name in ("teacher", "student"):
+        export = report["export"][name]
+        assert export["precision"] == export["auto"]["chosen"] == "int8"
+        assert export["auto"]["tried"][0]["precision"] == "int8" and export["auto"]["tried"][0]["accepted"]
+        assert export["exporter"] in ("keras-litert", "saved-model")
+    assert "student.tflite: int8, via" in result.output and "(auto)" in result.output
+    assert report["latency"]["student_ms"] > 0  # the int8 file was timed on a quantized real row

@@ -51,6 +51,10 @@ def test_constants_repeated_for_a_light_cli_agree_with_the_library():
     from rmtkd_tf import errors, export
 
     assert tuple(export_cmd.PRECISIONS) == tuple(export.PRECISIONS)
+    assert tuple(export_cmd.CALIBRATED_PRECISIONS) == tuple(export.CALIBRATED_PRECISIONS)
+    assert tuple(export_cmd.EXPORTERS) == tuple(export.EXPORTERS)
+    (precision,) = [p for p in main.cli.commands["compress"].params if p.name == "precision"]
+    assert set(precision.type.choices) == set(export.PRECISIONS) | {"auto"}
     assert main.EXIT_INTERRUPTED == errors.EXIT_INTERRUPTED
 
 

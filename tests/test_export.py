@@ -12,6 +12,7 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from rmtkd_tf import export as export_module  # noqa: E402
 from rmtkd_tf.export import (  # noqa: E402
+    CALIBRATED_PRECISIONS,
     PRECISIONS,
     ExportError,
     ExportReport,
@@ -78,10 +79,11 @@ def test_converts_without_flex_and_matches_keras(tmp_path, make_model, precision
         model,
         path,
         precision=precision,
-        representative_data=x if precision == "int8" else None,
+        representative_data=x if precision in CALIBRATED_PRECISIONS else None,
         verify_inputs=x,
     )
     assert isinstance(report, ExportReport)
+    assert report.exporter == ("saved-model" if precision == "int8-mixed" else "keras-litert")
     assert path.is_file() and report.size_bytes == path.stat().st_size
     assert report.path == str(path) and report.precision == precision
     assert report.flex_ops == []
@@ -94,7 +96,7 @@ def test_converts_without_flex_and_matches_keras(tmp_path, make_model, precision
     assert verification["n"] == len(x)
     assert verification["top1_agreement"] >= 0.9
     # Float conversions are near-exact; int8 is within quantization error of the logits.
-    tolerance = 0.25 if precision == "int8" else 1e-2
+    tolerance = 0.25 if precision in CALIBRATED_PRECISIONS else 1e-2
     assert verification["max_abs_err"] < tolerance
     assert verification["mean_abs_err"] <= verification["max_abs_err"]
     assert verification["keras_accuracy"] is None and verification["tflite_accuracy"] is None
@@ -206,7 +208,7 @@ def test_flatbuffer_scan_catches_flex_ops_the_converter_let_through(tmp_path, mo
     monkeypatch.setattr(export_module, "_convert", lambda *args: flex_flatbuffer)
     out_dir = tmp_path / "out"
     with pytest.raises(FlexOpsError, match="MatrixDeterminant"):
-        export_tflite(model, out_dir / "det.tflite")
+        export_tflite(model, out_dir / "det.tflite", exporter="saved-model")
     assert not out_dir.exists() or files_in(out_dir) == []
 
 
@@ -389,7 +391,7 @@ def test_report_to_dict_is_json_serializable(tmp_path):
     as_dict = json.loads(json.dumps(report.to_dict()))
     assert set(as_dict) == {
         "path", "precision", "size_bytes", "n_ops", "op_histogram", "flex_ops",
-        "verification", "wall_time_s",
+        "verification", "wall_time_s", "exporter", "exporter_note",
     }
     assert set(as_dict["verification"]) == {
         "n", "max_abs_err", "mean_abs_err", "top1_agreement", "keras_accuracy", "tflite_accuracy",

@@ -196,3 +196,51 @@ def test_int8_export_on_real_cifar10_images(shared_data, tmp_path):
     assert verification["n"] == 50
     assert verification["top1_agreement"] >= 0.8
     assert verification["keras_accuracy"] is not None
+
+
+def test_auto_prints_what_it_tried_and_records_it(saved_model, tmp_path, monkeypatch):
+    model, model_path = saved_model
+    splits = fake_splits(n_train=60, n_test=40)
+    # Labels the Keras model gets right: the drop then is the .tflite's alone.
+    splits.y_test = model.predict(splits.x_test, verbose=0).argmax(-1)
+    monkeypatch.setattr(export_cmd, "_load_data", lambda spec, **kwargs: splits)
+    output, report_json = tmp_path / "auto.tflite", tmp_path / "auto.json"
+    result = run([model_path, "-o", output, "--precision", "auto", "--data", "toy", "--max-drop", 50,
+                  "--report-json", report_json])
+    assert result.exit_code == 0, result.output
+    assert "auto: scoring precisions on 40 examples of the test split" in result.output
+    assert "precision  exporter" in result.output and "accepted" in result.output
+    report = json.loads(report_json.read_text())
+    assert report["auto"]["chosen"] == report["precision"] == "int8"
+    assert report["auto"]["tried"][0]["precision"] == "int8" and report["auto"]["tried"][0]["accepted"]
+    assert report["exporter"] in ("keras-litert", "saved-model")
+
+
+def test_auto_and_calibrated_precisions_need_data(saved_model, tmp_path):
+    _, model_path = saved_model
+    for precision in ("auto", "int16x8", "int8-mixed"):
+        result = run([model_path, "-o", tmp_path / "m.tflite", "--precision", precision])
+        assert result.exit_code == 1 and f"--precision {precision} needs --data" in result.output
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_sizes_are_labelled_in_binary_units():
+    assert export_cmd._format_size(2048) == "2.0 KiB"
+    assert export_cmd._format_size(3 * 1024 * 1024) == "3.0 MiB"
+    assert export_cmd._format_size(100) == "100 B"
+
+
+def test_op_summary_counts_add_up(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    hidden = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="gelu")(inputs))
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(4)(hidden)))
+    model_path = tmp_path / "ln.keras"
+    model.save(model_path)
+    result = run([model_path, "-o", tmp_path / "ln.tflite"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("wrote"))
+    total = int(line.split(" ops: ")[0].rsplit(", ", 1)[1])
+    listed = sum(int(part.split(" x")[1]) for part in line.split(" ops: ")[1].split(", ") if " x" in part)
+    unlisted = int(line.split("more op type")[1].split("(")[1].split(" ops)")[0])
+    assert listed + unlisted == total  # what is not listed is counted

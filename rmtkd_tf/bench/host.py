@@ -42,6 +42,7 @@ import numpy as np
 
 from rmtkd_tf.arguments import check_integer
 from rmtkd_tf.bench.energy import RAPL_GLOB, RaplMeter
+from rmtkd_tf.bench.inputs import in_range_input, integer_input_limits
 from rmtkd_tf.bench.schema import (
     BenchmarkResult,
     ComparisonResult,
@@ -64,8 +65,8 @@ def random_input_for(detail: Mapping[str, Any], rng: np.random.Generator) -> np.
 
     Floats are standard normal; int8/uint8/int16 cover their full range
     (quantized activations); int32/int64 are small non-negative values in
-    [0, 8) because integer inputs are usually indices (token ids, positions)
-    that must stay inside an embedding table; bools are fair coin flips.
+    [0, 8) (a fallback: `LoadedTfliteModel` gives integer inputs in-range
+    values with `rmtkd_tf.bench.inputs` first); bools are fair coin flips.
     """
     shape = tuple(int(d) for d in detail["shape"])
     dtype = np.dtype(detail["dtype"])
@@ -154,9 +155,13 @@ class LoadedTfliteModel:
         self.init_ms = (time.perf_counter_ns() - start) / 1e6
         rng = np.random.default_rng(seed)
         details = self.interpreter.get_input_details()  # shapes after resizing
+        # Integer inputs are ids into embedding tables (or masks): keep them in range.
+        limits = integer_input_limits(self.interpreter) if any(a is None for a in arrays) else {}
         self.input_arrays = []
         for detail, array in zip(details, arrays):
-            if array is None:
+            if array is None and detail["index"] in limits:
+                array = in_range_input(detail, rng, limits[detail["index"]])
+            elif array is None:
                 array = random_input_for(detail, rng)
             self.interpreter.set_tensor(detail["index"], array)
             self.input_arrays.append(array)
