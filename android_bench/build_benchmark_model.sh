@@ -3,16 +3,15 @@
 # project, target `benchmark_model`), for this machine or cross-compiled for aarch64 Linux.
 #
 #   android_bench/build_benchmark_model.sh [--arch host|aarch64] [--work DIR] [--jobs N] [--xnnpack on|off]
-#                                          [--configure-only] [--dry-run]
+#                                          [--protobuf source|system] [--configure-only] [--dry-run]
 #
 # LiteRT's tflite/ project takes 14 files from TensorFlow / XLA besides its own tree (TF_FILE_PATHS below: the
 # Example protos and their CMakeLists, XLA's stats calculator, the fft2d and Philox/Eigen-convolution headers the
-# kernels include); its tensorflow/compiler/mlir/lite sources are LiteRT's own tflite/converter/.
-# Instead of the 2.4 GB TensorFlow
-# checkout the CMake project would clone, this script assembles DIR/src: a copy of LiteRT's tflite/, those
-# files at their TensorFlow paths, tensorflow/compiler/mlir/lite -> tflite/converter, and one patch (the proto
-# CMakeLists declare their generated files under tensorflow/lite/ while protoc writes them, and the sources
-# include them, under tflite/). CMake then runs with -DTENSORFLOW_SOURCE_DIR=DIR/src.
+# kernels include); its tensorflow/compiler/mlir/lite sources are LiteRT's own tflite/converter/. Instead of the
+# 2.4 GB TensorFlow checkout the CMake project would clone, this script assembles DIR/src: a copy of LiteRT's
+# tflite/, those files at their TensorFlow paths, tensorflow/compiler/mlir/lite -> tflite/converter, and one
+# patch (the proto CMakeLists declare their generated files under tensorflow/lite/ while protoc writes them, and
+# the sources include them, under tflite/). CMake then runs with -DTENSORFLOW_SOURCE_DIR=DIR/src.
 #
 # Online (the default): clones LiteRT at $LITERT_REF, downloads those files from
 # raw.githubusercontent.com/tensorflow/tensorflow/$TF_REF (default v2.21.0-rc0, the tag LiteRT's CMake pins),
@@ -26,13 +25,17 @@
 # passed as FETCHCONTENT_SOURCE_DIR_<NAME> and nothing is downloaded for it (TFLite's OverridableFetchContent
 # still downloads a LICENSE for a dependency whose folder has none: add one). A DEPS_DIR/COMMITS.txt, if
 # present, is copied into SOURCES.txt (say there which commit each folder is).
+# --protobuf system uses Debian's protobuf (apt-get install libprotobuf-dev protobuf-compiler: 3.21.12 on Debian 12)
+# instead of compiling the pinned protobuf v3.21.9 (168 of the 749 steps): imported targets made at the top of
+# the project (CMAKE_PROJECT_tensorflow-lite_INCLUDE) stand for it; host builds only.
 # --configure-only stops after CMake's configure step.
 #
 # Output: DIR/build-<arch>/tools/benchmark/benchmark_model, and DIR/build-<arch>/SOURCES.txt recording the
 # commit of every source tree used. The binary stays out of git (tens of MB): rerun this script to rebuild.
 # It prints the TFLite 2.x text that `rmtkd-tf bench --tool benchmark_model --binary PATH` parses.
 #
-# --arch aarch64 cross-compiles with Debian's aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu);
+# --arch aarch64 cross-compiles with Debian's aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu) and
+# runs the aarch64 protoc it builds under qemu-aarch64-static (apt-get install qemu-user-static);
 # run the result on a board (`rmtkd-tf bench m.tflite --tool benchmark_model --binary B --ssh pi@board`) or
 # here under qemu-user (apt-get install qemu-user-static; qemu-aarch64-static -L /usr/aarch64-linux-gnu B ...).
 #
@@ -55,6 +58,7 @@ JOBS=${JOBS:-$(nproc)}
 XNNPACK=off
 DRY_RUN=0
 CONFIGURE_ONLY=0
+PROTOBUF=source
 LITERT_REPO=${LITERT_REPO:-https://github.com/google-ai-edge/LiteRT}
 # The LiteRT commit whose tflite/ CMake project and benchmark sources this project's parsers were read from.
 LITERT_REF=${LITERT_REF:-f67457790c9c2ab67347d6fe53270e8d3df20868}
@@ -76,6 +80,7 @@ while [ $# -gt 0 ]; do
     --work) WORK=${2:-}; shift 2 ;;
     --jobs) JOBS=${2:-}; shift 2 ;;
     --xnnpack) XNNPACK=${2:-}; shift 2 ;;
+    --protobuf) PROTOBUF=${2:-}; shift 2 ;;
     --configure-only) CONFIGURE_ONLY=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -85,6 +90,8 @@ done
 case "$ARCH" in host|aarch64) ;; *) die "--arch must be host or aarch64; got '$ARCH'" ;; esac
 case "$XNNPACK" in on|off) ;; *) die "--xnnpack must be on or off; got '$XNNPACK'" ;; esac
 case "$JOBS" in ''|*[!0-9]*|0) die "--jobs must be a positive integer; got '$JOBS'" ;; esac
+case "$PROTOBUF" in source|system) ;; *) die "--protobuf must be source or system; got '$PROTOBUF'" ;; esac
+[ "$PROTOBUF" = source ] || [ "$ARCH" = host ] || die "--protobuf system is for host builds only"
 
 run() {  # print, then run unless --dry-run
   printf '+'; printf ' %q' "$@"; printf '\n'
@@ -94,6 +101,10 @@ run() {  # print, then run unless --dry-run
 for tool in cmake git; do
   command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: apt-get install $tool)"
 done
+if [ "$PROTOBUF" = system ]; then
+  command -v protoc >/dev/null && [ -f /usr/include/google/protobuf/message.h ] \
+    || die "--protobuf system needs protoc and the protobuf headers (apt-get install protobuf-compiler libprotobuf-dev)"
+fi
 if [ "$ARCH" = aarch64 ]; then
   command -v aarch64-linux-gnu-g++ >/dev/null || die "aarch64-linux-gnu-g++ not found (apt-get install g++-aarch64-linux-gnu)"
 fi
@@ -122,7 +133,7 @@ run sed -i 's#${CMAKE_BINARY_DIR}/tensorflow/lite/#${CMAKE_BINARY_DIR}/tflite/#'
 for f in "${TF_FILE_PATHS[@]}"; do
   run mkdir -p "$SRC/$(dirname "$f")"
   if [ -n "${TF_FILES:-}" ]; then
-    run cp "$TF_FILES/$f" "$SRC/$f"
+    run cp -p "$TF_FILES/$f" "$SRC/$f"
   else
     run curl -fsSL -o "$SRC/$f" "https://raw.githubusercontent.com/tensorflow/tensorflow/$TF_REF/$f"
   fi
@@ -133,6 +144,23 @@ ARGS=(-S "$SRC/tflite" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTFLITE_ENABLE_BE
       -DTFLITE_ENABLE_XNNPACK="$( [ "$XNNPACK" = on ] && echo ON || echo OFF )" -DTFLITE_ENABLE_GPU=OFF
       -DTENSORFLOW_SOURCE_DIR="$SRC")
 if command -v ninja >/dev/null; then ARGS+=(-G Ninja); fi
+if [ "$PROTOBUF" = system ]; then
+  run mkdir -p "$WORK"
+  # Imported targets for the system libprotobuf and protoc, made before tflite's protobuf.cmake runs: it then
+  # skips add_subdirectory(protobuf) (it checks for protobuf::libprotobuf) and its compiler, named `protoc`, is
+  # the system one in the proto rules' COMMAND and DEPENDS alike.
+  [ "$DRY_RUN" -eq 1 ] || printf '%s\n' \
+    'find_program(SYSTEM_PROTOC protoc REQUIRED)' \
+    'find_library(SYSTEM_LIBPROTOBUF protobuf REQUIRED)' \
+    'find_path(SYSTEM_PROTOBUF_INCLUDE google/protobuf/message.h REQUIRED)' \
+    'add_library(protobuf::libprotobuf UNKNOWN IMPORTED GLOBAL)' \
+    'set_target_properties(protobuf::libprotobuf PROPERTIES IMPORTED_LOCATION "${SYSTEM_LIBPROTOBUF}"' \
+    '                      INTERFACE_INCLUDE_DIRECTORIES "${SYSTEM_PROTOBUF_INCLUDE}")' \
+    'add_executable(protoc IMPORTED GLOBAL)' \
+    'set_target_properties(protoc PROPERTIES IMPORTED_LOCATION "${SYSTEM_PROTOC}")' \
+    > "$WORK/system_protobuf.cmake"
+  ARGS+=(-DCMAKE_PROJECT_tensorflow-lite_INCLUDE="$WORK/system_protobuf.cmake")
+fi
 if [ -n "${DEPS_DIR:-}" ]; then
   ARGS+=(-DFETCHCONTENT_FULLY_DISCONNECTED=ON)
   for dep in abseil-cpp eigen flatbuffers gemmlowp ruy farmhash fft2d cpuinfo ml_dtypes neon2sse protobuf xnnpack fp16_headers pthreadpool; do
@@ -148,6 +176,8 @@ if [ "$ARCH" = aarch64 ]; then
   ARGS+=(-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64
          -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++
          -DCMAKE_C_FLAGS=-funsafe-math-optimizations -DCMAKE_CXX_FLAGS=-funsafe-math-optimizations)
+  # The build runs the protoc it compiles (for aarch64) to generate the .pb.cc files: through qemu-user.
+  command -v qemu-aarch64-static >/dev/null && ARGS+=("-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64-static;-L;/usr/aarch64-linux-gnu")
 fi
 
 run cmake "${ARGS[@]}"
@@ -157,6 +187,7 @@ run nice -n 19 cmake --build "$BUILD" --target benchmark_model -j "$JOBS"
 if [ "$DRY_RUN" -eq 0 ]; then
   {
     echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) for $ARCH, XNNPACK $XNNPACK, $(cmake --version | head -1), $("${CXX:-c++}" --version | head -1)"
+    [ "$PROTOBUF" = source ] || echo "protobuf: the system's, $(protoc --version)"
     if [ -d "$LITERT/.git" ]; then echo "LiteRT $(git -C "$LITERT" rev-parse HEAD)"
     else echo "LiteRT tree $LITERT (not a git checkout; LITERT_REF says $LITERT_REF)"; fi
     echo "TensorFlow files from ${TF_FILES:-https://raw.githubusercontent.com/tensorflow/tensorflow/$TF_REF} (sha256):"

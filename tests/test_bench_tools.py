@@ -383,8 +383,8 @@ def test_build_script_dry_run_offline_sources(tmp_path):
                          ["cp", "-a", "/src/litert/tflite", f"{src}/tflite"],
                          ["ln", "-s", "../../../tflite/converter", f"{src}/tensorflow/compiler/mlir/lite"]]
     assert lines[4][:2] == ["sed", "-i"] and lines[4][-1] == f"{src}/tflite/tools/benchmark/proto/CMakeLists.txt"
-    copies = [line for line in lines if line[0] == "cp" and line[1] != "-a"]
-    assert copies == [["cp", f"/src/tf/{f}", f"{src}/{f}"] for f in TF_FILE_PATHS]
+    copies = [line for line in lines if line[:2] == ["cp", "-p"]]
+    assert copies == [["cp", "-p", f"/src/tf/{f}", f"{src}/{f}"] for f in TF_FILE_PATHS]
     configure, build = lines[-2], lines[-1]
     assert configure[:5] == ["cmake", "-S", f"{src}/tflite", "-B", str(tmp_path / "w" / "build-host")]
     for flag in ("-DTFLITE_ENABLE_BENCHMARK_MODEL=ON", "-DTFLITE_ENABLE_XNNPACK=ON", f"-DTENSORFLOW_SOURCE_DIR={src}",
@@ -399,18 +399,20 @@ def test_build_script_dry_run_offline_sources(tmp_path):
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("git") is None or shutil.which("curl") is None,
                     reason="needs cmake, git and curl")
 def test_build_script_dry_run_online_downloads_the_tensorflow_files_at_the_pinned_tag(tmp_path):
-    lines = _dry_run(tmp_path, {"LITERT_SRC": "/src/litert"}, "--configure-only")
+    lines = _dry_run(tmp_path, {"LITERT_SRC": "/src/litert"}, "--configure-only", "--protobuf", "system")
     downloads = [line for line in lines if line[0] == "curl"]
     src = tmp_path / "w" / "src"
     assert downloads == [["curl", "-fsSL", "-o", f"{src}/{f}",
                           f"https://raw.githubusercontent.com/tensorflow/tensorflow/v2.21.0-rc0/{f}"]
                          for f in TF_FILE_PATHS]
     assert lines[-1][0] == "cmake" and "--build" not in lines[-1]  # --configure-only: no build step
+    assert f"-DCMAKE_PROJECT_tensorflow-lite_INCLUDE={tmp_path / 'w' / 'system_protobuf.cmake'}" in lines[-1]
     assert not any(line[0] == "git" for line in lines)
 
 
 @pytest.mark.parametrize("args, message", [(["--arch", "arm"], "--arch must be host or aarch64"),
                                            (["--jobs", "0"], "--jobs must be a positive integer"),
+                                           (["--protobuf", "conda"], "--protobuf must be source or system"),
                                            (["--frobnicate"], "unknown argument: --frobnicate")])
 def test_build_script_argument_errors(args, message):
     done = subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True)
