@@ -85,7 +85,9 @@ def main(argv=None) -> int:
         "schema_version": SCHEMA_VERSION,
         "kind": "crosscheck",
         "name": "tool_crosscheck",
-        "command": "python -m tools.tool_crosscheck " + " ".join(shlex.quote(a) for a in argv),
+        "command": "python -m tools.tool_crosscheck --models DIR" + (" --binary BINARY" if args.binary else "")
+                   + (" --binary-xnnpack" if args.binary_xnnpack else ""),
+        "command_as_run": "python -m tools.tool_crosscheck " + " ".join(shlex.quote(a) for a in argv),
         "what": "student/teacher median-latency ratio: in-process interpreter vs external benchmark tools",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
         "settings": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
