@@ -35,8 +35,11 @@
 # It prints the TFLite 2.x text that `rmtkd-tf bench --tool benchmark_model --binary PATH` parses.
 #
 # --arch aarch64 cross-compiles with Debian's aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu) and
-# runs the aarch64 protoc it builds under qemu-aarch64-static (apt-get install qemu-user-static);
-# run the result on a board (`rmtkd-tf bench m.tflite --tool benchmark_model --binary B --ssh pi@board`) or
+# runs the aarch64 protoc it builds under qemu-aarch64-static (apt-get install qemu-user-static); it needs a
+# flatc for this machine in HOST_TOOLS_DIR (TFLITE_HOST_TOOLS_DIR): after a host build,
+# `cmake --build DIR/build-host --target flatc` puts one in DIR/build-host/_deps/flatbuffers-build. (Not run to
+# the end on the project's build machine: see tests/data/benchmark_model/x86_64/README.md.) Run the result on a
+# board (`rmtkd-tf bench m.tflite --tool benchmark_model --binary B --ssh pi@board`) or
 # here under qemu-user (apt-get install qemu-user-static; qemu-aarch64-static -L /usr/aarch64-linux-gnu B ...).
 #
 # Android (arm64-v8a) needs the NDK, which this script does not fetch. Either build with it:
@@ -107,6 +110,7 @@ if [ "$PROTOBUF" = system ]; then
 fi
 if [ "$ARCH" = aarch64 ]; then
   command -v aarch64-linux-gnu-g++ >/dev/null || die "aarch64-linux-gnu-g++ not found (apt-get install g++-aarch64-linux-gnu)"
+  [ -n "${HOST_TOOLS_DIR:-}" ] || die "--arch aarch64 needs a host flatc: set HOST_TOOLS_DIR to its folder (see --help)"
 fi
 if [ -n "${TF_FILES:-}" ] && [ "$DRY_RUN" -eq 0 ]; then
   for f in "${TF_FILE_PATHS[@]}"; do [ -f "$TF_FILES/$f" ] || die "TF_FILES has no $f (see --help)"; done
@@ -178,6 +182,7 @@ if [ "$ARCH" = aarch64 ]; then
          -DCMAKE_C_FLAGS=-funsafe-math-optimizations -DCMAKE_CXX_FLAGS=-funsafe-math-optimizations)
   # The build runs the protoc it compiles (for aarch64) to generate the .pb.cc files: through qemu-user.
   command -v qemu-aarch64-static >/dev/null && ARGS+=("-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64-static;-L;/usr/aarch64-linux-gnu")
+  ARGS+=(-DTFLITE_HOST_TOOLS_DIR="$HOST_TOOLS_DIR")
 fi
 
 run cmake "${ARGS[@]}"

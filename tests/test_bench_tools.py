@@ -5,6 +5,7 @@ tests/data/benchmark_model/litert2_* (LiteRT 2.x C++ text and protoc-encoded res
 """
 
 import json
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -367,7 +368,7 @@ def _dry_run(tmp_path, env, *args):
     done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--work", str(tmp_path / "w"), *args],
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env})
     assert done.returncode == 0, done.stderr
-    return [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("+ ")]
+    return [shlex.split(line)[1:] for line in done.stdout.splitlines() if line.startswith("+ ")]
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("git") is None, reason="needs cmake and git")
@@ -420,6 +421,27 @@ def test_build_script_argument_errors(args, message):
                                                                          if "unknown" in message else
                                                                          f"build_benchmark_model.sh: {message}; got "
                                                                          f"'{args[1]}'"]
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--protobuf", "system", "--arch", "aarch64"], {}, "--protobuf system is for host builds only"),
+    (["--arch", "aarch64"], {}, "--arch aarch64 needs a host flatc: set HOST_TOOLS_DIR to its folder (see --help)")])
+def test_build_script_cross_build_errors(args, env, message):
+    if "HOST_TOOLS_DIR" in message and shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("needs aarch64-linux-gnu-g++")
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env})
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"build_benchmark_model.sh: {message}"]
+
+
+def test_build_script_cross_build_passes_the_host_tools_and_the_emulator(tmp_path):
+    if shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("qemu-aarch64-static") is None:
+        pytest.skip("needs aarch64-linux-gnu-g++ and qemu-aarch64-static")
+    configure = _dry_run(tmp_path, {"LITERT_SRC": "/src/litert", "TF_FILES": "/src/tf", "HOST_TOOLS_DIR": "/h"},
+                         "--arch", "aarch64", "--configure-only")[-1]
+    for flag in ("-DTFLITE_HOST_TOOLS_DIR=/h", "-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64-static;-L;/usr/aarch64-linux-gnu",
+                 "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++", "-DCMAKE_SYSTEM_PROCESSOR=aarch64"):
+        assert flag in configure, flag
 
 
 def test_real_ssh_session_on_the_qemu_board_replays(model):
