@@ -27,7 +27,10 @@
 # present, is copied into SOURCES.txt (say there which commit each folder is).
 # --protobuf system uses Debian's protobuf (apt-get install libprotobuf-dev protobuf-compiler: 3.21.12 on Debian 12)
 # instead of compiling the pinned protobuf v3.21.9 (168 of the 749 steps): imported targets made at the top of
-# the project (CMAKE_PROJECT_tensorflow-lite_INCLUDE) stand for it; host builds only.
+# the project (CMAKE_PROJECT_tensorflow-lite_INCLUDE) stand for it. With --arch aarch64 it takes the arm64
+# libprotobuf.a of Debian's multiarch package (dpkg --add-architecture arm64; apt-get update;
+# apt-get install libprotobuf-dev:arm64; ARM64_LIBPROTOBUF overrides its path), linked statically, and runs the
+# host protoc of the same version (no qemu needed during the build).
 # --configure-only stops after CMake's configure step.
 #
 # Output: DIR/build-<arch>/tools/benchmark/benchmark_model, and DIR/build-<arch>/SOURCES.txt recording the
@@ -62,6 +65,8 @@ XNNPACK=off
 DRY_RUN=0
 CONFIGURE_ONLY=0
 PROTOBUF=source
+# --arch aarch64 --protobuf system: the arm64 static libprotobuf of Debian's multiarch libprotobuf-dev:arm64.
+ARM64_LIBPROTOBUF=${ARM64_LIBPROTOBUF:-/usr/lib/aarch64-linux-gnu/libprotobuf.a}
 LITERT_REPO=${LITERT_REPO:-https://github.com/google-ai-edge/LiteRT}
 # The LiteRT commit whose tflite/ CMake project and benchmark sources this project's parsers were read from.
 LITERT_REF=${LITERT_REF:-f67457790c9c2ab67347d6fe53270e8d3df20868}
@@ -94,7 +99,6 @@ case "$ARCH" in host|aarch64) ;; *) die "--arch must be host or aarch64; got '$A
 case "$XNNPACK" in on|off) ;; *) die "--xnnpack must be on or off; got '$XNNPACK'" ;; esac
 case "$JOBS" in ''|*[!0-9]*|0) die "--jobs must be a positive integer; got '$JOBS'" ;; esac
 case "$PROTOBUF" in source|system) ;; *) die "--protobuf must be source or system; got '$PROTOBUF'" ;; esac
-[ "$PROTOBUF" = source ] || [ "$ARCH" = host ] || die "--protobuf system is for host builds only"
 
 run() {  # print, then run unless --dry-run
   printf '+'; printf ' %q' "$@"; printf '\n'
@@ -107,6 +111,9 @@ done
 if [ "$PROTOBUF" = system ]; then
   command -v protoc >/dev/null && [ -f /usr/include/google/protobuf/message.h ] \
     || die "--protobuf system needs protoc and the protobuf headers (apt-get install protobuf-compiler libprotobuf-dev)"
+  if [ "$ARCH" = aarch64 ]; then
+    [ -f "$ARM64_LIBPROTOBUF" ] || die "--arch aarch64 --protobuf system needs Debian's arm64 libprotobuf, no $ARM64_LIBPROTOBUF (dpkg --add-architecture arm64; apt-get update; apt-get install libprotobuf-dev:arm64)"
+  fi
 fi
 if [ "$ARCH" = aarch64 ]; then
   command -v aarch64-linux-gnu-g++ >/dev/null || die "aarch64-linux-gnu-g++ not found (apt-get install g++-aarch64-linux-gnu)"
@@ -153,10 +160,22 @@ if [ "$PROTOBUF" = system ]; then
   # Imported targets for the system libprotobuf and protoc, made before tflite's protobuf.cmake runs: it then
   # skips add_subdirectory(protobuf) (it checks for protobuf::libprotobuf) and its compiler, named `protoc`, is
   # the system one in the proto rules' COMMAND and DEPENDS alike.
+  # For aarch64: the arm64 libprotobuf.a of Debian's multiarch package (static, so the binary needs no
+  # libprotobuf on the board), the host protoc of the same version, and a folder holding only google/ (a link to
+  # /usr/include/google) so that the cross compiler does not see the host's /usr/include.
+  if [ "$ARCH" = aarch64 ]; then
+    run mkdir -p "$WORK/protobuf-include"
+    run ln -sfn /usr/include/google "$WORK/protobuf-include/google"
+    PB_FIND=("set(SYSTEM_PROTOC /usr/bin/protoc)"
+             "set(SYSTEM_LIBPROTOBUF $ARM64_LIBPROTOBUF)"
+             "set(SYSTEM_PROTOBUF_INCLUDE $WORK/protobuf-include)")
+  else
+    PB_FIND=('find_program(SYSTEM_PROTOC protoc REQUIRED)'
+             'find_library(SYSTEM_LIBPROTOBUF protobuf REQUIRED)'
+             'find_path(SYSTEM_PROTOBUF_INCLUDE google/protobuf/message.h REQUIRED)')
+  fi
   [ "$DRY_RUN" -eq 1 ] || printf '%s\n' \
-    'find_program(SYSTEM_PROTOC protoc REQUIRED)' \
-    'find_library(SYSTEM_LIBPROTOBUF protobuf REQUIRED)' \
-    'find_path(SYSTEM_PROTOBUF_INCLUDE google/protobuf/message.h REQUIRED)' \
+    "${PB_FIND[@]}" \
     'add_library(protobuf::libprotobuf UNKNOWN IMPORTED GLOBAL)' \
     'set_target_properties(protobuf::libprotobuf PROPERTIES IMPORTED_LOCATION "${SYSTEM_LIBPROTOBUF}"' \
     '                      INTERFACE_INCLUDE_DIRECTORIES "${SYSTEM_PROTOBUF_INCLUDE}")' \
@@ -181,7 +200,10 @@ if [ "$ARCH" = aarch64 ]; then
          -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++
          -DCMAKE_C_FLAGS=-funsafe-math-optimizations -DCMAKE_CXX_FLAGS=-funsafe-math-optimizations)
   # The build runs the protoc it compiles (for aarch64) to generate the .pb.cc files: through qemu-user.
-  command -v qemu-aarch64-static >/dev/null && ARGS+=("-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64-static;-L;/usr/aarch64-linux-gnu")
+  # (--protobuf system: the host's protoc of the same version runs directly, no emulator needed.)
+  if [ "$PROTOBUF" = source ] && command -v qemu-aarch64-static >/dev/null; then
+    ARGS+=("-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64-static;-L;/usr/aarch64-linux-gnu")
+  fi
   ARGS+=(-DTFLITE_HOST_TOOLS_DIR="$HOST_TOOLS_DIR")
 fi
 

@@ -424,11 +424,15 @@ def test_build_script_argument_errors(args, message):
 
 
 @pytest.mark.parametrize("args, env, message", [
-    (["--protobuf", "system", "--arch", "aarch64"], {}, "--protobuf system is for host builds only"),
+    (["--protobuf", "system", "--arch", "aarch64"], {"ARM64_LIBPROTOBUF": "/nonexistent/libprotobuf.a"},
+     "--arch aarch64 --protobuf system needs Debian's arm64 libprotobuf, no /nonexistent/libprotobuf.a "
+     "(dpkg --add-architecture arm64; apt-get update; apt-get install libprotobuf-dev:arm64)"),
     (["--arch", "aarch64"], {}, "--arch aarch64 needs a host flatc: set HOST_TOOLS_DIR to its folder (see --help)")])
 def test_build_script_cross_build_errors(args, env, message):
     if "HOST_TOOLS_DIR" in message and shutil.which("aarch64-linux-gnu-g++") is None:
         pytest.skip("needs aarch64-linux-gnu-g++")
+    if "libprotobuf" in message and not (shutil.which("protoc") and Path("/usr/include/google/protobuf").is_dir()):
+        pytest.skip("needs the host protoc and protobuf headers")
     done = subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", **env})
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"build_benchmark_model.sh: {message}"]
@@ -442,6 +446,25 @@ def test_build_script_cross_build_passes_the_host_tools_and_the_emulator(tmp_pat
     for flag in ("-DTFLITE_HOST_TOOLS_DIR=/h", "-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64-static;-L;/usr/aarch64-linux-gnu",
                  "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++", "-DCMAKE_SYSTEM_PROCESSOR=aarch64"):
         assert flag in configure, flag
+
+
+def test_build_script_cross_build_with_the_system_protobuf(tmp_path):
+    if (shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("protoc") is None
+            or not Path("/usr/include/google/protobuf").is_dir()):
+        pytest.skip("needs aarch64-linux-gnu-g++, the host protoc and protobuf headers")
+    fake_lib = tmp_path / "libprotobuf.a"
+    fake_lib.write_bytes(b"!<arch>\n")
+    lines = _dry_run(tmp_path, {"LITERT_SRC": "/src/litert", "TF_FILES": "/src/tf", "HOST_TOOLS_DIR": "/h",
+                                "ARM64_LIBPROTOBUF": str(fake_lib)},
+                     "--arch", "aarch64", "--protobuf", "system", "--configure-only")
+    work = tmp_path / "w"
+    # only google/ of the host include folder is shown to the cross compiler
+    assert ["ln", "-sfn", "/usr/include/google", f"{work}/protobuf-include/google"] in lines
+    configure = lines[-1]
+    assert f"-DCMAKE_PROJECT_tensorflow-lite_INCLUDE={work / 'system_protobuf.cmake'}" in configure
+    assert "-DTFLITE_HOST_TOOLS_DIR=/h" in configure and "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++" in configure
+    # the host protoc runs as it is: no emulator
+    assert not any(arg.startswith("-DCMAKE_CROSSCOMPILING_EMULATOR") for arg in configure)
 
 
 def test_real_ssh_session_on_the_qemu_board_replays(model):
