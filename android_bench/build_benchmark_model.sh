@@ -37,11 +37,13 @@
 # commit of every source tree used. The binary stays out of git (tens of MB): rerun this script to rebuild.
 # It prints the TFLite 2.x text that `rmtkd-tf bench --tool benchmark_model --binary PATH` parses.
 #
-# --arch aarch64 cross-compiles with Debian's aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu) and
-# runs the aarch64 protoc it builds under qemu-aarch64-static (apt-get install qemu-user-static); it needs a
-# flatc for this machine in HOST_TOOLS_DIR (TFLITE_HOST_TOOLS_DIR): after a host build,
-# `cmake --build DIR/build-host --target flatc` puts one in DIR/build-host/_deps/flatbuffers-build. (Not run to
-# the end on the project's build machine: see tests/data/benchmark_model/x86_64/README.md.) Run the result on a
+# --arch aarch64 cross-compiles with Debian's aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu);
+# with --protobuf source it runs the aarch64 protoc it builds under qemu-aarch64-static (apt-get install
+# qemu-user-static), with --protobuf system it links Debian's arm64 libprotobuf.a (see above). It needs a flatc
+# for this machine in HOST_TOOLS_DIR (TFLITE_HOST_TOOLS_DIR): after a host build (or just its configure step),
+# `cmake --build DIR/build-host --target flatbuffers-flatc` installs one in DIR/build-host/flatbuffers-flatc/bin;
+# pass HOST_TOOLS_DIR=DIR/build-host. Built here that way (--protobuf system): see
+# tests/data/benchmark_model/aarch64/README.md. Run the result on a
 # board (`rmtkd-tf bench m.tflite --tool benchmark_model --binary B --ssh pi@board`) or
 # here under qemu-user (apt-get install qemu-user-static; qemu-aarch64-static -L /usr/aarch64-linux-gnu B ...).
 #
@@ -169,7 +171,10 @@ if [ "$PROTOBUF" = system ]; then
     PB_FIND=("set(SYSTEM_PROTOC /usr/bin/protoc)"
              "set(SYSTEM_LIBPROTOBUF $ARM64_LIBPROTOBUF)"
              "set(SYSTEM_PROTOBUF_INCLUDE $WORK/protobuf-include)")
+    # libprotobuf.a's gzip streams call zlib: its static arm64 build (zlib1g-dev:arm64, which it pulls in)
+    PB_EXTRA=("set_property(TARGET protobuf::libprotobuf APPEND PROPERTY INTERFACE_LINK_LIBRARIES $(dirname "$ARM64_LIBPROTOBUF")/libz.a)")
   else
+    PB_EXTRA=()
     PB_FIND=('find_program(SYSTEM_PROTOC protoc REQUIRED)'
              'find_library(SYSTEM_LIBPROTOBUF protobuf REQUIRED)'
              'find_path(SYSTEM_PROTOBUF_INCLUDE google/protobuf/message.h REQUIRED)')
@@ -181,7 +186,7 @@ if [ "$PROTOBUF" = system ]; then
     '                      INTERFACE_INCLUDE_DIRECTORIES "${SYSTEM_PROTOBUF_INCLUDE}")' \
     'add_executable(protoc IMPORTED GLOBAL)' \
     'set_target_properties(protoc PROPERTIES IMPORTED_LOCATION "${SYSTEM_PROTOC}")' \
-    > "$WORK/system_protobuf.cmake"
+    "${PB_EXTRA[@]}" > "$WORK/system_protobuf.cmake"
   ARGS+=(-DCMAKE_PROJECT_tensorflow-lite_INCLUDE="$WORK/system_protobuf.cmake")
 fi
 if [ -n "${DEPS_DIR:-}" ]; then
@@ -213,7 +218,7 @@ run nice -n 19 cmake --build "$BUILD" --target benchmark_model -j "$JOBS"
 
 if [ "$DRY_RUN" -eq 0 ]; then
   {
-    echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) for $ARCH, XNNPACK $XNNPACK, $(cmake --version | head -1), $("${CXX:-c++}" --version | head -1)"
+    echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) for $ARCH, XNNPACK $XNNPACK, $(cmake --version | head -1), $("${CXX:-$( [ "$ARCH" = aarch64 ] && echo aarch64-linux-gnu-g++ || echo c++ )}" --version | head -1)"
     [ "$PROTOBUF" = source ] || echo "protobuf: the system's, $(protoc --version)"
     if [ -d "$LITERT/.git" ]; then echo "LiteRT $(git -C "$LITERT" rev-parse HEAD)"
     else echo "LiteRT tree $LITERT (not a git checkout; LITERT_REF says $LITERT_REF)"; fi
