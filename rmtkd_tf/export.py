@@ -25,7 +25,8 @@ Precisions (`PRECISIONS`), smallest and most integer first as `rmtkd_tf.precisio
   DEQUANTIZE ops; the file is invoked once after conversion so one the runtime cannot run is
   refused. The model is traced under `rmtkd_tf.quantization_rewrites.quantization_friendly`, which
   rewrites Keras' LayerNormalization, Embedding and masked Softmax into ops the 16x8 quantizer handles
-  (the same function in float), so keras-hub BERTs convert.
+  (the same function in float, except that embedding tables are stored int8 with a scale per row, like
+  every other weight), so keras-hub BERTs convert.
 - `"int8-mixed"`: int8 like `"int8"` except the numerically fragile ops (`FRAGILE_OPS`: softmax,
   GELU and the mean / variance / rsqrt of layer norms), which stay float32; float input and output
   tensors. Built with TFLite's selective quantization (`tf.lite.experimental.QuantizationDebugger`,
@@ -334,7 +335,7 @@ def _rewritten_for(model, precision):
         return contextlib.nullcontext()
     from rmtkd_tf.quantization_rewrites import quantization_friendly
 
-    return quantization_friendly(model)
+    return quantization_friendly(model, int8_embeddings=True)
 
 
 def _convert_either_way(model, precision, representative_data, max_representative_samples, exporter):

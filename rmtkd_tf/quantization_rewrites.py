@@ -6,7 +6,11 @@ quantize three things a keras-hub BERT contains, and quantizes a fourth badly:
 - `keras.layers.Embedding` looks its ids up through `ops.take`, which wraps negative ids
   (`where(ids < 0, ids + n, ids)`): integer ADD / SELECT_V2 ops the quantizer tries to give an
   activation range and stops ("Max and min for dynamic tensors should be recorded during calibration").
-  Rewritten as a plain `tf.gather` (the same rows for every valid id, 0 <= id < n).
+  Rewritten as a plain `tf.gather` (the same rows for every valid id, 0 <= id < n). The quantizer would
+  store a gathered table in int16 (an embedding table is most of a BERT's weights, so the file would be
+  as large as fp16); with `int8_embeddings=True` the table is stored int8 with one scale per row
+  (`max |row| / 127`, like the int8 weights of every other layer) and the looked-up rows are scaled back
+  (GATHER int8, CAST, MUL): not the same function in float, but the weights' own int8 rounding.
 - `keras.layers.LayerNormalization` lowers to SQUARED_DIFFERENCE and NEG, which have no 16x8 kernels.
   Rewritten as `c = x - mean(x)`, `var = mean(c * c)`, `c * (rsqrt(var + eps) * gamma) + beta`
   (MEAN, SUB, MUL, ADD, RSQRT all have 16x8 kernels).
@@ -74,6 +78,26 @@ def _embedding_call(self, inputs, *args, **kwargs):
     return keras.ops.cast(tf.gather(self.embeddings, ids), self.compute_dtype)
 
 
+def _int8_embedding_call(layer):
+    """A `call` for `layer` that looks its rows up in an int8 copy of the table (scale per row)."""
+    import numpy as np
+    import tensorflow as tf
+
+    table = np.asarray(keras.ops.convert_to_numpy(layer.embeddings), dtype=np.float32)
+    peak = np.abs(table).max(axis=1, keepdims=True)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    quantized = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+
+    def call(self, inputs, *args, **kwargs):
+        if args or kwargs.get("reverse"):
+            return type(self).call(self, inputs, *args, **kwargs)
+        ids = inputs if inputs.dtype in (tf.int32, tf.int64) else tf.cast(inputs, tf.int32)
+        rows = tf.cast(tf.gather(tf.constant(quantized), ids), tf.float32) * tf.gather(tf.constant(scale), ids)
+        return keras.ops.cast(rows, self.compute_dtype)
+
+    return call
+
+
 def _softmax_call(self, inputs, mask=None):
     axis = self.axis
     if isinstance(axis, (tuple, list)) and len(axis) == 1:
@@ -88,7 +112,7 @@ def _softmax_call(self, inputs, mask=None):
     return ops.where(mask, outputs, ops.zeros_like(outputs))
 
 
-def _rewrite_for(layer):
+def _rewrite_for(layer, int8_embeddings):
     """The replacement `call` for `layer`, or None when it is left as it is."""
     if isinstance(layer, keras.layers.LayerNormalization):
         if getattr(layer, "rms_scaling", False):
@@ -97,22 +121,26 @@ def _rewrite_for(layer):
     if isinstance(layer, keras.layers.Embedding):
         if getattr(layer, "quantization_mode", None) or getattr(layer, "mask_zero", False):
             return None
-        return _embedding_call
+        return _int8_embedding_call(layer) if int8_embeddings else _embedding_call
     if isinstance(layer, keras.layers.Softmax):
         return _softmax_call
     return None
 
 
 @contextlib.contextmanager
-def quantization_friendly(model):
+def quantization_friendly(model, int8_embeddings=False):
     """Within the context, `model`'s LayerNormalization / Embedding / Softmax layers compute in 16x8-quantizable ops.
+
+    Args:
+        model: a built Keras model; its layers are patched in place until the context closes.
+        int8_embeddings: look embeddings up in an int8 copy of their tables (see the module doc).
 
     Yields the class names of the layers rewritten (one entry per layer instance, model order).
     """
     patched = []
     try:
         for layer in model._flatten_layers(include_self=False, recursive=True):
-            call = _rewrite_for(layer)
+            call = _rewrite_for(layer, int8_embeddings)
             if call is None or "call" in layer.__dict__:
                 continue
             object.__setattr__(layer, "call", types.MethodType(call, layer))

@@ -234,6 +234,22 @@ def test_quantization_friendly_rewrite_is_the_same_function_in_float():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), before, atol=0, rtol=0)
 
 
+def test_int8_embeddings_round_each_row_to_int8():
+    from rmtkd_tf.quantization_rewrites import quantization_friendly
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((5,), dtype="int32")
+    layer = keras.layers.Embedding(30, 8)
+    model = keras.Model(ids, layer(ids))
+    x = np.arange(30).reshape(6, 5).astype("int32")
+    table = keras.ops.convert_to_numpy(layer.embeddings)
+    with quantization_friendly(model, int8_embeddings=True):
+        rows = keras.ops.convert_to_numpy(model(x))
+    step = np.abs(table).max(axis=1) / 127
+    error = np.abs(rows.reshape(30, 8) - table)
+    assert np.all(error <= step[:, None] / 2 + 1e-7) and error.max() > 0
+
+
 def test_int16x8_converts_a_keras_hub_bert_without_flex_ops(tmp_path):
     model, x = tiny_bert(), token_batch(120, seed=1)
     path = tmp_path / "bert.tflite"
