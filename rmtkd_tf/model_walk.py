@@ -374,22 +374,35 @@ def _is_transformer_encoder(layer):
 _BUILTIN_MODULES = ("keras.", "keras_hub.", "rmtkd_tf.")
 
 
+def _safe_mode():
+    """Whether Keras deserializes in safe mode now (its default; off only inside `SafeModeScope(False)`)."""
+    from keras.src.saving.serialization_lib import in_safe_mode
+
+    return in_safe_mode() is not False
+
+
 def refusal_reason(layer):
     """Why a model holding `layer` cannot be rebuilt by surgery (which clones every layer from its config), else None.
 
     Keras' and keras-hub's own layers always rebuild, except a `Lambda` around a
-    Python `lambda` (not deserialized in Keras' safe mode); a custom layer
-    rebuilds when its `get_config()` gives back its constructor arguments.
+    Python `lambda` (not deserialized in Keras' safe mode: allowed inside
+    `rmtkd_tf.io.unsafe_loading()`, i.e. `--unsafe`, which turns safe mode off);
+    a custom layer rebuilds when its `get_config()` gives back its constructor arguments.
 
     >>> refusal_reason(keras.layers.Dense(3)) is None
     True
     >>> refusal_reason(keras.layers.Lambda(lambda x: x, name="lam"))  # doctest: +ELLIPSIS
     "Lambda layer 'lam' wraps a Python function and cannot be rebuilt safely; ...
+    >>> from keras.src.saving.serialization_lib import SafeModeScope
+    >>> with SafeModeScope(False):  # what --unsafe does
+    ...     refusal_reason(keras.layers.Lambda(lambda x: x, name="lam")) is None
+    True
     """
-    if isinstance(layer, keras.layers.Lambda):
+    if isinstance(layer, keras.layers.Lambda) and _safe_mode():
         return (
             f"Lambda layer '{layer.name}' wraps a Python function and cannot be rebuilt safely; "
-            "replace it by a custom layer registered with keras.saving.register_keras_serializable"
+            "replace it by a custom layer registered with keras.saving.register_keras_serializable, "
+            "or pass --unsafe if you trust the model's code"
         )
     if type(layer).__module__.startswith(_BUILTIN_MODULES) or is_graph_model(layer):
         return None

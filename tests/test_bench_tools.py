@@ -5,6 +5,7 @@ tests/data/benchmark_model/litert2_* (LiteRT 2.x C++ text and protoc-encoded res
 """
 
 import json
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -352,30 +353,67 @@ def test_cli_adb_shorthand_selects_the_serial(model, monkeypatch, tmp_path):
 SCRIPT = Path(__file__).parent.parent / "android_bench" / "build_benchmark_model.sh"
 
 
+TF_FILE_PATHS = ["tensorflow/core/example/CMakeLists.txt", "tensorflow/core/example/example.proto",
+                 "tensorflow/core/example/feature.proto", "tensorflow/core/util/stats_calculator.h",
+                 "tensorflow/core/util/stat_summarizer_options.h", "third_party/fft2d/fft.h", "third_party/fft2d/fft2d.h",
+                 "third_party/xla/xla/tsl/util/stats_calculator.cc", "third_party/xla/xla/tsl/util/stats_calculator.h",
+                 "third_party/xla/xla/tsl/util/stat_summarizer_options.h",
+                 "third_party/xla/xla/tsl/lib/random/philox_random.h",
+                 "third_party/xla/xla/tsl/lib/random/random_distributions_utils.h",
+                 "third_party/xla/xla/tsl/framework/convolution/eigen_spatial_convolutions-inl.h",
+                 "third_party/xla/xla/tsl/framework/convolution/eigen_convolution_helpers.h"]
+
+
+def _dry_run(tmp_path, env, *args):
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--work", str(tmp_path / "w"), *args],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env})
+    assert done.returncode == 0, done.stderr
+    return [shlex.split(line)[1:] for line in done.stdout.splitlines() if line.startswith("+ ")]
+
+
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("git") is None, reason="needs cmake and git")
 def test_build_script_dry_run_offline_sources(tmp_path):
     deps = tmp_path / "deps"
     for name in ("abseil-cpp", "fp16_headers"):
         (deps / name).mkdir(parents=True)
-    env = {"PATH": "/usr/bin:/bin", "DEPS_DIR": str(deps), "TENSORFLOW_SRC": "/src/tf", "LITERT_SRC": "/src/litert"}
-    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--work", str(tmp_path / "w"), "--jobs", "3",
-                           "--xnnpack", "on"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("+ ")]
-    assert len(lines) == 2  # LITERT_SRC given: no clone; configure + build
-    configure = lines[0].split()
-    assert configure[1:5] == ["cmake", "-S", "/src/litert/tflite", "-B"]
-    for flag in ("-DTFLITE_ENABLE_BENCHMARK_MODEL=ON", "-DTFLITE_ENABLE_XNNPACK=ON", "-DTENSORFLOW_SOURCE_DIR=/src/tf",
+    src = tmp_path / "w" / "src"
+    lines = _dry_run(tmp_path, {"DEPS_DIR": str(deps), "TF_FILES": "/src/tf", "LITERT_SRC": "/src/litert"},
+                     "--jobs", "3", "--xnnpack", "on")
+    # LITERT_SRC given: no clone. The assembled tree: LiteRT's tflite/, the converter link, the proto-path patch.
+    assert lines[:4] == [["rm", "-rf", str(src)], ["mkdir", "-p", f"{src}/tensorflow/compiler/mlir"],
+                         ["cp", "-a", "/src/litert/tflite", f"{src}/tflite"],
+                         ["ln", "-s", "../../../tflite/converter", f"{src}/tensorflow/compiler/mlir/lite"]]
+    assert lines[4][:2] == ["sed", "-i"] and lines[4][-1] == f"{src}/tflite/tools/benchmark/proto/CMakeLists.txt"
+    copies = [line for line in lines if line[:2] == ["cp", "-p"]]
+    assert copies == [["cp", "-p", f"/src/tf/{f}", f"{src}/{f}"] for f in TF_FILE_PATHS]
+    configure, build = lines[-2], lines[-1]
+    assert configure[:5] == ["cmake", "-S", f"{src}/tflite", "-B", str(tmp_path / "w" / "build-host")]
+    for flag in ("-DTFLITE_ENABLE_BENCHMARK_MODEL=ON", "-DTFLITE_ENABLE_XNNPACK=ON", f"-DTENSORFLOW_SOURCE_DIR={src}",
                  "-DFETCHCONTENT_FULLY_DISCONNECTED=ON", f"-DFETCHCONTENT_SOURCE_DIR_ABSEIL-CPP={deps / 'abseil-cpp'}",
                  f"-DFP16_SOURCE_DIR={deps / 'fp16_headers'}"):
         assert flag in configure, flag
-    assert "FETCHCONTENT_SOURCE_DIR_EIGEN" not in lines[0]  # absent deps are left to CMake
-    assert lines[1].split()[1:] == ["nice", "-n", "19", "cmake", "--build", str(tmp_path / "w" / "build-host"),
-                                    "--target", "benchmark_model", "-j", "3"]
+    assert not any("FETCHCONTENT_SOURCE_DIR_EIGEN" in arg for arg in configure)  # absent deps are left to CMake
+    assert build == ["nice", "-n", "19", "cmake", "--build", str(tmp_path / "w" / "build-host"),
+                     "--target", "benchmark_model", "-j", "3"]
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("git") is None or shutil.which("curl") is None,
+                    reason="needs cmake, git and curl")
+def test_build_script_dry_run_online_downloads_the_tensorflow_files_at_the_pinned_tag(tmp_path):
+    lines = _dry_run(tmp_path, {"LITERT_SRC": "/src/litert"}, "--configure-only", "--protobuf", "system")
+    downloads = [line for line in lines if line[0] == "curl"]
+    src = tmp_path / "w" / "src"
+    assert downloads == [["curl", "-fsSL", "-o", f"{src}/{f}",
+                          f"https://raw.githubusercontent.com/tensorflow/tensorflow/v2.21.0-rc0/{f}"]
+                         for f in TF_FILE_PATHS]
+    assert lines[-1][0] == "cmake" and "--build" not in lines[-1]  # --configure-only: no build step
+    assert f"-DCMAKE_PROJECT_tensorflow-lite_INCLUDE={tmp_path / 'w' / 'system_protobuf.cmake'}" in lines[-1]
+    assert not any(line[0] == "git" for line in lines)
 
 
 @pytest.mark.parametrize("args, message", [(["--arch", "arm"], "--arch must be host or aarch64"),
                                            (["--jobs", "0"], "--jobs must be a positive integer"),
+                                           (["--protobuf", "conda"], "--protobuf must be source or system"),
                                            (["--frobnicate"], "unknown argument: --frobnicate")])
 def test_build_script_argument_errors(args, message):
     done = subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True)
@@ -383,6 +421,27 @@ def test_build_script_argument_errors(args, message):
                                                                          if "unknown" in message else
                                                                          f"build_benchmark_model.sh: {message}; got "
                                                                          f"'{args[1]}'"]
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--protobuf", "system", "--arch", "aarch64"], {}, "--protobuf system is for host builds only"),
+    (["--arch", "aarch64"], {}, "--arch aarch64 needs a host flatc: set HOST_TOOLS_DIR to its folder (see --help)")])
+def test_build_script_cross_build_errors(args, env, message):
+    if "HOST_TOOLS_DIR" in message and shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("needs aarch64-linux-gnu-g++")
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env})
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"build_benchmark_model.sh: {message}"]
+
+
+def test_build_script_cross_build_passes_the_host_tools_and_the_emulator(tmp_path):
+    if shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("qemu-aarch64-static") is None:
+        pytest.skip("needs aarch64-linux-gnu-g++ and qemu-aarch64-static")
+    configure = _dry_run(tmp_path, {"LITERT_SRC": "/src/litert", "TF_FILES": "/src/tf", "HOST_TOOLS_DIR": "/h"},
+                         "--arch", "aarch64", "--configure-only")[-1]
+    for flag in ("-DTFLITE_HOST_TOOLS_DIR=/h", "-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64-static;-L;/usr/aarch64-linux-gnu",
+                 "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++", "-DCMAKE_SYSTEM_PROCESSOR=aarch64"):
+        assert flag in configure, flag
 
 
 def test_real_ssh_session_on_the_qemu_board_replays(model):

@@ -1,6 +1,7 @@
 """Cross-check the teacher/student latency ratio between the in-process interpreter and an external tool.
 
-    python -m tools.tool_crosscheck --models DIR [--binary ./benchmark_model] [--runs 300] [--rounds 3]
+    python -m tools.tool_crosscheck --models DIR [--binary ./benchmark_model [--binary-xnnpack]] [--runs 300]
+                                    [--rounds 3]
 
 DIR holds `teacher_{fp32,fp16,int8}.tflite` and `student_{fp32,fp16,int8}.tflite` (made as in
 tests/data/litert_benchmark/README.md). For each precision the student/teacher median-latency ratio is
@@ -10,6 +11,11 @@ measured (1 thread, XNNPACK, batch 1, random inputs) by
 * `litert-benchmark` (always) and `benchmark_model` (with `--binary`): one tool process per model,
   student then teacher, repeated `--rounds` times; the ratio of the medians of each round is taken and
   the median over rounds reported.
+
+A `benchmark_model` built without XNNPACK (`android_bench/build_benchmark_model.sh`'s default) runs TFLite's
+builtin kernels, so it is compared with `interpreter_builtin`: the same in-process ABBA measurement with the
+default delegates off (`use_xnnpack=False`). With `--binary-xnnpack` (a binary built with `--xnnpack on`) it
+runs with `--use_xnnpack=true` and is compared with `interpreter`.
 
 Writes `benchmarks/results/tool_crosscheck.json` (kind `crosscheck` of `benchmarks.schema`; every round's
 medians kept) and prints one line per precision. Run from the repository root.
@@ -33,6 +39,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, help="folder with teacher_/student_{fp32,fp16,int8}.tflite")
     parser.add_argument("--binary", default=None, help="a benchmark_model binary for this machine (optional)")
+    parser.add_argument("--binary-xnnpack", action="store_true",
+                        help="the binary has XNNPACK (built with --xnnpack on): run it with --use_xnnpack=true")
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
@@ -54,10 +62,15 @@ def main(argv=None) -> int:
         row["interpreter"] = {"student_median_ms": inproc.a.latency_ms.median,
                               "teacher_median_ms": inproc.b.latency_ms.median,
                               "ratio": inproc.ratios["median_latency_a_over_b"]}
+        if args.binary and not args.binary_xnnpack:
+            builtin = compare_tflite(student, teacher, warmup=args.warmup, runs=args.runs, use_xnnpack=False)
+            row["interpreter_builtin"] = {"student_median_ms": builtin.a.latency_ms.median,
+                                          "teacher_median_ms": builtin.b.latency_ms.median,
+                                          "ratio": builtin.ratios["median_latency_a_over_b"]}
         external = [("litert-benchmark", lambda p: tools.litert_benchmark(p, warmup=args.warmup, runs=args.runs))]
         if args.binary:
             external.append(("benchmark_model", lambda p: tools.benchmark_model(
-                p, args.binary, warmup=args.warmup, runs=args.runs)))
+                p, args.binary, warmup=args.warmup, runs=args.runs, use_xnnpack=args.binary_xnnpack)))
         for name, run in external:
             rounds = []
             for _ in range(args.rounds):
@@ -72,10 +85,13 @@ def main(argv=None) -> int:
         "schema_version": SCHEMA_VERSION,
         "kind": "crosscheck",
         "name": "tool_crosscheck",
-        "command": "python -m tools.tool_crosscheck " + " ".join(shlex.quote(a) for a in argv),
+        "command": "python -m tools.tool_crosscheck --models DIR" + (" --binary BINARY" if args.binary else "")
+                   + (" --binary-xnnpack" if args.binary_xnnpack else ""),
+        "command_as_run": "python -m tools.tool_crosscheck " + " ".join(shlex.quote(a) for a in argv),
         "what": "student/teacher median-latency ratio: in-process interpreter vs external benchmark tools",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
-        "settings": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds},
+        "settings": {"threads": 1, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
+                     "benchmark_model_xnnpack": bool(args.binary and args.binary_xnnpack)},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
     })

@@ -29,7 +29,8 @@ from .marchenko_pastur import (
     marchenko_pastur_quantile,
 )
 from .effective_samples import EffectiveSampleSize, effective_sample_size
-from .noise import NoiseFit, estimate_noise_variance, tracy_widom_scale, validate_eigenvalues, validate_n_samples
+from .noise import NoiseFit, estimate_noise_variance, tracy_widom_scale
+from .noise import validate_eigenvalues, validate_n_samples  # noqa: F401  (helpers of the rules; not in __all__)
 from .plotting import plot_spectrum
 from .rank_rules import (
     RANK_RULES,
@@ -41,6 +42,7 @@ from .rank_rules import (
     RankRule,
     gavish_donoho_omega,
     get_rank_rule,
+    serialize as serialize_rank_rule,
 )
 
 __all__ = [
@@ -53,8 +55,6 @@ __all__ = [
     "NoiseFit",
     "estimate_noise_variance",
     "tracy_widom_scale",
-    "validate_eigenvalues",
-    "validate_n_samples",
     "RankRule",
     "MarchenkoPasturRule",
     "EnergyRule",
@@ -64,5 +64,6 @@ __all__ = [
     "RANK_RULES",
     "gavish_donoho_omega",
     "get_rank_rule",
+    "serialize_rank_rule",
     "plot_spectrum",
 ]
