@@ -20,10 +20,13 @@ Precisions (`PRECISIONS`), smallest and most integer first as `rmtkd_tf.precisio
   as they are.
 - `"int16x8"`: int8 weights, int16 activations
   (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`), calibrated like int8, float
-  input and output tensors; every op must have a 16x8 kernel (no float fallback). The converter in
-  TF 2.21 has none for the ops Keras' LayerNormalization lowers to (NEG; and the runtime has no int16
-  SQUARED_DIFFERENCE) nor for an embedding lookup fed by integer inputs, so transformers are refused
-  with an `ExportError`; conv nets and MLPs convert.
+  input and output tensors. The few ops with no 16x8 kernel (in a BERT: the CAST of the padding mask,
+  the SELECT_V2 of masked softmax, the DIV of mean pooling) stay float32 between QUANTIZE /
+  DEQUANTIZE ops; the file is invoked once after conversion so one the runtime cannot run is
+  refused. The model is traced under `rmtkd_tf.quantization_rewrites.quantization_friendly`, which
+  rewrites Keras' LayerNormalization, Embedding and masked Softmax into ops the 16x8 quantizer handles
+  (the same function in float, except that embedding tables are stored int8 with a scale per row, like
+  every other weight), so keras-hub BERTs convert.
 - `"int8-mixed"`: int8 like `"int8"` except the numerically fragile ops (`FRAGILE_OPS`: softmax,
   GELU and the mean / variance / rsqrt of layer norms), which stay float32; float input and output
   tensors. Built with TFLite's selective quantization (`tf.lite.experimental.QuantizationDebugger`,
@@ -306,6 +309,37 @@ def convert_tflite(
     if exporter == "keras-litert" and precision == "int8-mixed":
         raise ValueError("precision 'int8-mixed' needs the converter object: use exporter='saved-model'")
 
+    with _rewritten_for(model, precision):
+        flatbuffer, mapper, used, note = _convert_either_way(
+            model, precision, representative_data, int(max_representative_samples), exporter
+        )
+
+    op_histogram, custom_ops = _scan_operators(flatbuffer)
+    if custom_ops:
+        flex_ops = [name for name in custom_ops if name.startswith("Flex")]
+        raise FlexOpsError(
+            [name[len("Flex"):] for name in flex_ops],
+            [name for name in custom_ops if not name.startswith("Flex")],
+        )
+    if precision == "int16x8":
+        _check_runs(flatbuffer, precision)
+    return Conversion(flatbuffer, precision, used, note, op_histogram, mapper)
+
+
+# Precisions converted from the model traced under `quantization_friendly` (see the module doc).
+REWRITTEN_PRECISIONS = ("int16x8",)
+
+
+def _rewritten_for(model, precision):
+    if precision not in REWRITTEN_PRECISIONS:
+        return contextlib.nullcontext()
+    from rmtkd_tf.quantization_rewrites import quantization_friendly
+
+    return quantization_friendly(model, int8_embeddings=True)
+
+
+def _convert_either_way(model, precision, representative_data, max_representative_samples, exporter):
+    """(flatbuffer, mapper, exporter used, note) through Keras' LiteRT exporter or the SavedModel path."""
     flatbuffer, used, note, mapper = None, None, None, None
     if exporter != "saved-model" and precision != "int8-mixed" and keras_has_litert_export():
         try:
@@ -325,17 +359,7 @@ def convert_tflite(
             model, precision, representative_data, int(max_representative_samples)
         )
         used = "saved-model"
-
-    op_histogram, custom_ops = _scan_operators(flatbuffer)
-    if custom_ops:
-        flex_ops = [name for name in custom_ops if name.startswith("Flex")]
-        raise FlexOpsError(
-            [name[len("Flex"):] for name in flex_ops],
-            [name for name in custom_ops if not name.startswith("Flex")],
-        )
-    if precision == "int16x8":
-        _check_runs(flatbuffer, precision)
-    return Conversion(flatbuffer, precision, used, note, op_histogram, mapper)
+    return flatbuffer, mapper, used, note
 
 
 def keras_has_litert_export():
@@ -407,9 +431,11 @@ def _converter_settings(precision, representative_dataset):
         settings["inference_input_type"] = tf.int8
         settings["inference_output_type"] = tf.int8
     elif precision == "int16x8":
-        # 16x8 only, for the same reason: no silent float islands.
+        # Float fallback for the few ops with no 16x8 kernel (mask casts and selects, a division):
+        # without it no BERT converts, and the weights and matmuls stay 16x8 either way.
         settings["target_spec"]["supported_ops"] = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
         ]
     return settings
 

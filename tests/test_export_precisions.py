@@ -52,11 +52,16 @@ def test_int16x8_has_int16_activations_and_float_io(tmp_path):
     assert report.verification["top1_agreement"] >= 0.95 and report.verification["max_abs_err"] < 0.05
 
 
-def test_int16x8_refuses_layer_norm_models_and_writes_nothing(tmp_path):
-    x = inputs()
-    with pytest.raises(ExportError, match="int16x8"):
-        export_tflite(layer_norm_model(), tmp_path / "m.tflite", precision="int16x8", representative_data=x)
-    assert os.listdir(tmp_path) == []
+def test_int16x8_converts_layer_norm_models_through_the_rewrite(tmp_path):
+    model, x = layer_norm_model(), inputs()
+    path = tmp_path / "m.tflite"
+    report = export_tflite(model, path, precision="int16x8", representative_data=x, verify_inputs=x)
+    dtypes = activation_dtypes(path)
+    for op in ("FULLY_CONNECTED", "MEAN", "RSQRT", "GELU", "SOFTMAX"):
+        assert dtypes[op] == {"int16"}, op
+    assert "SQUARED_DIFFERENCE" not in report.op_histogram and "NEG" not in report.op_histogram
+    assert report.verification["top1_agreement"] >= 0.95 and report.verification["max_abs_err"] < 0.02
+    assert not any("call" in vars(layer) for layer in model._flatten_layers())  # the rewrite is undone
 
 
 def test_int8_mixed_keeps_the_fragile_ops_in_float(tmp_path):
@@ -121,9 +126,9 @@ def test_auto_tries_in_order_and_writes_fp32_when_nothing_is_confirmed(tmp_path)
     assert [t.precision for t in result.trials] == list(AUTO_ORDER)
     assert not result.accepted and result.report.precision == "fp32"
     int16 = result.trials[1]
-    assert int16.error and "int16x8" in int16.error and not int16.accepted
+    assert int16.precision == "int16x8" and int16.error is None and not int16.accepted
     assert all(t.drop_upper > 1.0 for t in result.trials if t.error is None)
-    assert "failed:" in result.format_table()
+    assert "int16x8" in result.format_table()
 
 
 def test_auto_without_calibration_data_skips_calibrated_precisions(tmp_path):
@@ -179,10 +184,82 @@ def test_compress_summary_says_precision_path_and_auto_trials():
 
 
 def test_int16x8_names_the_integer_input_it_cannot_handle(tmp_path):
+    # A lookup through keras.ops.take (not an Embedding layer, so not rewritten) wraps negative ids with
+    # integer ops that the 16x8 quantizer cannot handle.
     keras.utils.set_random_seed(0)
     ids = keras.Input((6,), dtype="int32", name="token_ids")
-    model = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(20, 4)(ids))))
+    table = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
+    model = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(keras.ops.take(table, ids, axis=0))))
     x = np.random.default_rng(0).integers(0, 20, (50, 6)).astype("int32")
     with pytest.raises(ExportError, match="integer input .*token_ids.* use int8-mixed or int8-dynamic"):
         export_tflite(model, tmp_path / "m.tflite", precision="int16x8", representative_data=x)
     assert os.listdir(tmp_path) == []
+
+
+SEQ_LEN = 16
+
+
+def tiny_bert(seed=0):
+    import keras_hub
+
+    from rmtkd_tf.transformers import bert_classifier
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=2 * SEQ_LEN, name="bert_backbone",
+    )
+    return bert_classifier(backbone, num_classes=3, sequence_length=SEQ_LEN, dropout=0.0)
+
+
+def token_batch(n, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, SEQ_LEN + 1, n)
+    mask = (np.arange(SEQ_LEN)[None, :] < lengths[:, None]).astype("int32")
+    ids = rng.integers(5, 100, (n, SEQ_LEN)).astype("int32") * mask
+    return {"token_ids": ids, "padding_mask": mask, "segment_ids": (rng.random((n, SEQ_LEN)) < 0.3) * mask}
+
+
+def test_quantization_friendly_rewrite_is_the_same_function_in_float():
+    from rmtkd_tf.quantization_rewrites import quantization_friendly
+
+    model, x = tiny_bert(), token_batch(64)
+    x["padding_mask"][0] = 0  # a fully masked row: softmax rows of zeros either way
+    before = keras.ops.convert_to_numpy(model(x))
+    with quantization_friendly(model) as rewritten:
+        inside = keras.ops.convert_to_numpy(model(x))
+    assert sorted(set(rewritten)) == ["Embedding", "LayerNormalization", "ReversibleEmbedding", "Softmax"]
+    assert len(rewritten) == 2 + 1 + 2 * 2 + 2  # embeddings, embedding norm, 2 norms and a softmax per layer
+    np.testing.assert_allclose(inside, before, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), before, atol=0, rtol=0)
+
+
+def test_int8_embeddings_round_each_row_to_int8():
+    from rmtkd_tf.quantization_rewrites import quantization_friendly
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((5,), dtype="int32")
+    layer = keras.layers.Embedding(30, 8)
+    model = keras.Model(ids, layer(ids))
+    x = np.arange(30).reshape(6, 5).astype("int32")
+    table = keras.ops.convert_to_numpy(layer.embeddings)
+    with quantization_friendly(model, int8_embeddings=True):
+        rows = keras.ops.convert_to_numpy(model(x))
+    step = np.abs(table).max(axis=1) / 127
+    error = np.abs(rows.reshape(30, 8) - table)
+    assert np.all(error <= step[:, None] / 2 + 1e-7) and error.max() > 0
+
+
+def test_int16x8_converts_a_keras_hub_bert_without_flex_ops(tmp_path):
+    model, x = tiny_bert(), token_batch(120, seed=1)
+    path = tmp_path / "bert.tflite"
+    report = export_tflite(model, path, precision="int16x8", representative_data=x, verify_inputs=x)
+    assert report.flex_ops == [] and "SQUARED_DIFFERENCE" not in report.op_histogram
+    dtypes = activation_dtypes(path)
+    for op in ("FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT"):
+        assert dtypes[op] == {"int16"}, op
+    # A few ops stay float (mask casts, masked-softmax selects, mean pooling's division); DELEGATE is the
+    # interpreter's XNNPACK node for them, not an op of the file.
+    float_ops = {op for op, kinds in dtypes.items() if kinds == {"float32"}}
+    assert float_ops <= {"CAST", "SELECT_V2", "ZEROS_LIKE", "DIV", "DEQUANTIZE", "DELEGATE"}
+    assert report.verification["top1_agreement"] >= 0.97 and report.verification["max_abs_err"] < 0.05

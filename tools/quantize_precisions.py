@@ -44,6 +44,7 @@ def main(argv=None):
     parser.add_argument("--max-drop", type=float, default=1.0)
     parser.add_argument("--precisions", default=",".join(ORDER))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-auto", action="store_true", help="skip the --precision auto run on validation")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     precisions = [p for p in args.precisions.split(",") if p]
@@ -77,17 +78,16 @@ def main(argv=None):
                 "n_test": int(len(keras_correct)), "seconds": round(time.perf_counter() - t0, 1),
             }
             print(f"{Path(model_path).name} {precision}: {rows[precision]}", flush=True)
-        with tempfile.TemporaryDirectory() as directory:
-            auto = export_smallest_accurate(
-                model, Path(directory) / "auto.tflite", data.x_validation, data.y_validation,
-                representative_data=data.x_calibration, max_drop=args.max_drop,
-                max_representative_samples=args.representative_samples, log=print,
-            )
-        print(auto.format_table(), flush=True)
-        record["models"][str(model_path)] = {
-            "description": task.description,
-            "precisions": rows, "auto_on_validation": auto.to_dict(),
-        }
+        record["models"][str(model_path)] = {"description": task.description, "precisions": rows}
+        if not args.no_auto:
+            with tempfile.TemporaryDirectory() as directory:
+                auto = export_smallest_accurate(
+                    model, Path(directory) / "auto.tflite", data.x_validation, data.y_validation,
+                    representative_data=data.x_calibration, max_drop=args.max_drop,
+                    max_representative_samples=args.representative_samples, log=print,
+                )
+            print(auto.format_table(), flush=True)
+            record["models"][str(model_path)]["auto_on_validation"] = auto.to_dict()
         write_json(args.out, record)
     print(f"wrote {args.out}")
 

@@ -204,6 +204,10 @@ def _rebuilt_with_length(model, sequence_length):
 class MaskedMeanPooling(keras.layers.Layer):
     """Mean of a sequence over its real tokens: `sum(x * mask) / max(sum(mask), 1)` along the time axis.
 
+    Computed as `mean(x * mask) / max(mean(mask), 1 / length)` (the same in float): TFLite's 16x8
+    quantizer gives a SUM the range of its input, so a sum over tokens would saturate, while a MEAN
+    stays in range.
+
     >>> import numpy as np
     >>> x = np.array([[[1.0], [3.0], [100.0]]], "float32")
     >>> keras.ops.convert_to_numpy(MaskedMeanPooling()(x, np.array([[1, 1, 0]]))).tolist()
@@ -212,9 +216,10 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     def call(self, sequence, padding_mask):
         weights = keras.ops.expand_dims(keras.ops.cast(padding_mask, sequence.dtype), -1)
-        total = keras.ops.sum(sequence * weights, axis=1)
-        count = keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
-        return total / count
+        length = keras.ops.cast(keras.ops.shape(sequence)[1], sequence.dtype)
+        average = keras.ops.mean(sequence * weights, axis=1)
+        fraction = keras.ops.maximum(keras.ops.mean(weights, axis=1), 1.0 / length)
+        return average / fraction
 
 
 def _fixed_length_backbone(backbone, output_key, sequence_length):
