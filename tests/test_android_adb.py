@@ -311,3 +311,37 @@ def test_elf_abi_reader(tmp_path):
     assert elf_abi(fake_elf(tmp_path / "d", 183, little_endian=False)) == "arm64-v8a"
     with pytest.raises(ValueError, match="unsupported ELF machine type 8"):
         elf_abi(fake_elf(tmp_path / "e", 8))
+
+
+# ----------------------------------------------------------------------------- a real benchmark_model output over adb
+
+
+def test_a_real_aarch64_benchmark_model_output_reads_the_same_over_adb(model, arm64_binary):
+    """The adb path on the verbatim output of the real aarch64 `benchmark_model` (tests/data/benchmark_model/aarch64).
+
+    No phone is attached here, so the session around it (adb, getprop, the run script's markers and battery
+    samples) is the hand-made transcript; the benchmark output inside the run step is swapped for a real run's,
+    and the adb result must read exactly what the text parser reads from that file directly.
+    """
+    from android_bench.benchmark_output import parse_benchmark_model_output
+
+    real = (Path(__file__).parent / "data" / "benchmark_model" / "aarch64" / "student_int8.txt").read_text()
+    commands = json.loads((TRANSCRIPTS / "benchmark_ok.json").read_text())["commands"]
+    run_step = next(c for c in commands if c["argv"][-1].startswith("sh ") and c["argv"][-1].endswith("run_bench.sh"))
+    head, rest = run_step["stdout"].split("@@RMTKD start ", 1)
+    start_line, rest = rest.split("\n", 1)
+    _, tail = rest.split("@@RMTKD stop ", 1)
+    run_step["stdout"] = f"{head}@@RMTKD start {start_line}\n{real.rstrip()}\n@@RMTKD stop {tail}"
+    runner = ReplayRunner(commands)
+    result = AdbDevice(runner=runner).benchmark(model, binary=arm64_binary, threads=4, warmup=100, runs=200,
+                                                run_id="5f3a9c01")
+    runner.assert_done()
+    direct = parse_benchmark_model_output(real)
+    stats = direct["inference_stats"]
+    assert result.latency_ms.median == pytest.approx(stats["median"] / 1000)
+    assert result.latency_ms.mean == pytest.approx(stats["avg"] / 1000)
+    assert (result.latency_ms.min, result.latency_ms.max) == (pytest.approx(stats["min"] / 1000),
+                                                              pytest.approx(stats["max"] / 1000))
+    assert result.init_ms == pytest.approx(direct["init_us"] / 1000)
+    assert result.memory.overall_mb == pytest.approx(direct["memory"]["overall_mb"])
+    assert stats["median"] != 5086  # not the hand-made transcript's numbers
