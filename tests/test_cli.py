@@ -9,32 +9,13 @@ from click.testing import CliRunner
 import keras
 
 from cli.main import cli
+from distribute_helpers import make_tiny_task
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A small trained image classifier and an .npz data set in the keras.datasets layout."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    n = 300
-    y = rng.integers(0, 3, n)
-    x = rng.integers(0, 60, size=(n, 8, 8, 3)).astype("uint8")
-    x[np.arange(n), :, :, y] += 150  # the class is the bright channel: learnable
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 3))
-    h = keras.layers.Rescaling(1 / 255.0)(inputs)
-    h = keras.layers.Conv2D(16, 3, activation="relu", name="conv")(h)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dense(32, activation="relu", name="fc")(h)
-    outputs = keras.layers.Dense(3, name="logits")(h)
-    model = keras.Model(inputs, outputs)
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x[:250], y[:250], epochs=5, verbose=0)
-    model_path = root / "model.keras"
-    model.save(model_path)
-    data_path = root / "data.npz"
-    np.savez(data_path, x_train=x[:250], y_train=y[:250], x_test=x[250:], y_test=y[250:])
-    return model_path, data_path
+    return make_tiny_task(tmp_path_factory.mktemp("tiny"))
 
 
 def _run(args):
