@@ -8,7 +8,7 @@ Subcommands:
   and budget (`results/compare_<name>.json` and its plot);
 - `floor`: the latency a BERT keeps whatever the ranks (`results/latency_floor_<name>.json`);
 - `report`: re-render BENCHMARKS.md sections from the committed results (and aggregate seeds);
-- `train {cifar10,bert,teacher-split,gpu-prepare,gpu-torch,gpu-import}`: the teachers and their data split;
+- `train {cifar10,bert,keras-hub-encoder,teacher-split,gpu-prepare,gpu-torch,gpu-import}`: the teachers and their data split;
 - `arm64`: run exported models on aarch64 under qemu-user (`benchmarks/arm64_qemu/README.md`).
 
 A task config (`benchmarks/configs/NAME.json`, one per committed result) holds what the command line would:
@@ -39,6 +39,7 @@ METHODS = (
 TRAINERS = {
     "cifar10": "benchmarks.train_cifar10",
     "bert": "benchmarks.train_bert",
+    "keras-hub-encoder": "benchmarks.train_encoder",
     "teacher-split": "benchmarks.teacher_split",
     "gpu-prepare": "benchmarks.gpu_teachers.prepare",
     "gpu-torch": "benchmarks.gpu_teachers.train_torch",
@@ -288,7 +289,8 @@ def main(argv=None):
 
         sys.argv[0] = f"python -m benchmarks train {args.what}"  # the usage line of the module's own parser
         module = importlib.import_module(TRAINERS[args.what])
-        return module.main(args.args) or 0
+        module.main(args.args)  # a trainer may return its record: not an exit status
+        return 0
     if args.command == "arm64":
         from benchmarks.arm64_qemu import run as arm64_run
 

@@ -50,6 +50,7 @@ def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, l
         DEFAULT_SEQUENCE_LENGTH,
         load_bert_tokenizer,
         model_sequence_length,
+        text_inputs_for,
         tokenizer_for_model,
         vocabulary_path,
     )
@@ -67,10 +68,14 @@ def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, l
     else:
         source = type(tokenizer).__name__
     log(f"encoding texts with {source} (lowercase={tokenizer.lowercase}), {length} tokens per text")
-    x_train = encode_texts(splits.x_train, tokenizer, length)
-    x_test = None if splits.x_test is None else encode_texts(splits.x_test, tokenizer, length)
-    x_val = None if splits.x_val is None else encode_texts(splits.x_val, tokenizer, length)
-    truncated = float(np.mean(x_train["padding_mask"][:, -1] == 1))
+    encoded = encode_texts(splits.x_train, tokenizer, length)
+    truncated = float(np.mean(encoded["padding_mask"][:, -1] == 1))
+
+    def encode(texts):  # only the inputs the model takes (a user's model may take token_ids alone)
+        return None if texts is None else text_inputs_for(model, encode_texts(texts, tokenizer, length))
+
+    x_train = text_inputs_for(model, encoded)
+    x_test, x_val = encode(splits.x_test), encode(splits.x_val)
     if truncated > 0.05:
         log(f"warning: {100 * truncated:.1f}% of the training texts are cut at {length} tokens")
     return x_train, x_test, x_val
@@ -128,7 +133,8 @@ def task_for_model(model, data_spec, *, model_path=None, limit=None, seed=0, cal
 
         if not takes_token_ids(model):
             raise RMTKDError(
-                "text data needs a BERT-style model with token_ids, padding_mask and segment_ids inputs; "
+                "text data needs a model with a token_ids input (and optionally padding_mask, segment_ids), "
+                "like a BERT's; "
                 f"{model_path or 'the model'} takes {shape if shape is not None else [t.name for t in model.inputs]} inputs"
             )
         if model_path is None and tokenizer is None:

@@ -254,3 +254,41 @@ def test_block_by_block_order_reduces_one_encoder_block_per_step(tmp_path):
     parts = ["attention_query", "attention_key", "attention_value", "attention_output", "ffn_intermediate", "ffn_output"]
     for i, step in enumerate(steps):
         assert step["layers"] == [f"bert_backbone/transformer_layer_{i}/{part}" for part in parts]
+
+
+def test_load_task_gives_a_user_built_keras_hub_encoder_only_the_inputs_it_takes(tmp_path):
+    """A user's functional model (TokenAndPositionEmbedding + TransformerEncoder with the padding mask) on text data.
+
+    It takes `token_ids` and `padding_mask` but no `segment_ids`: the encoded splits hold only its two inputs, so
+    its predictions and its `.tflite` export (verified on those splits) work as for a BERT.
+    """
+    from rmtkd_tf.export import export_tflite
+
+    keras.utils.set_random_seed(0)
+    token_ids = keras.Input((SEQ_LEN,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((SEQ_LEN,), dtype="int32", name="padding_mask")
+    x = keras_hub.layers.TokenAndPositionEmbedding(len(VOCABULARY), SEQ_LEN, 16, name="embedding")(token_ids)
+    x = keras_hub.layers.TransformerEncoder(32, 2, name="encoder_0")(x, padding_mask=padding_mask)
+    x = keras.layers.GlobalAveragePooling1D()(x, mask=padding_mask)
+    model = keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, keras.layers.Dense(2)(x))
+    model_path = tmp_path / "user_encoder.keras"
+    model.save(model_path)
+    save_vocabulary(tiny_tokenizer(), model_path)
+
+    task = load_task(model_path, write_sentiment_tsv(tmp_path / "toy"), log=lambda m: None)
+    for split in (task.data.x_train, task.data.x_calibration, task.data.x_validation, task.data.x_test):
+        assert sorted(split) == ["padding_mask", "token_ids"]
+    assert task.data.x_test["token_ids"].shape == (40, SEQ_LEN)
+    report = export_tflite(task.model, tmp_path / "user_encoder.tflite", verify_inputs=take(task.data.x_test, 8))
+    assert report.flex_ops == [] and report.verification["max_abs_err"] < 1e-4
+    # A model input that text encoding does not make is refused in one line.
+    other = keras.Input((SEQ_LEN,), dtype="int32", name="position_ids")
+    odd = keras.Model([token_ids, other], keras.layers.Embedding(8, 2)(token_ids) + 0 * keras.ops.cast(other, "float32")[..., None])
+    odd.save(tmp_path / "odd.keras")
+    save_vocabulary(tiny_tokenizer(), tmp_path / "odd.keras")
+    with pytest.raises(RMTKDError, match="position_ids"):
+        load_task(tmp_path / "odd.keras", write_sentiment_tsv(tmp_path / "toy"), log=lambda m: None)
+
+
+def take(x, count):
+    return {name: array[:count] for name, array in x.items()}

@@ -154,6 +154,26 @@ def takes_token_ids(model):
     return any(tensor.name == "token_ids" for tensor in getattr(model, "inputs", None) or [])
 
 
+def text_inputs_for(model, encoded):
+    """The arrays of `encoded` (BERT inputs by name, `encode_texts`) that `model` takes, in its input order.
+
+    A user's model built from keras-hub layers may take only `token_ids` (and `padding_mask`): it gets only those.
+
+    >>> import numpy as np
+    >>> token_ids = keras.Input((4,), dtype="int32", name="token_ids")
+    >>> model = keras.Model(token_ids, keras.layers.Embedding(10, 2)(token_ids))
+    >>> encoded = {name: np.zeros((1, 4), "int32") for name in INPUT_NAMES}
+    >>> list(text_inputs_for(model, encoded))
+    ['token_ids']
+    """
+    names = [tensor.name for tensor in model.inputs]
+    unknown = [name for name in names if name not in encoded]
+    if unknown:
+        raise RMTKDError(f"the model takes inputs {unknown} that text encoding does not make "
+                         f"(it makes {', '.join(INPUT_NAMES)})")
+    return {name: encoded[name] for name in names}
+
+
 def model_sequence_length(model):
     """The fixed length of the model's `token_ids` input, or None if it is not fixed."""
     for tensor in getattr(model, "inputs", None) or []:
