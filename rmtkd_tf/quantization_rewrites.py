@@ -19,6 +19,12 @@ quantize three things a keras-hub BERT contains, and quantizes a fourth badly:
   attention score. Rewritten with `min(x) - 30` at masked positions instead (a weight of e^-30 relative
   to the smallest real score, below float32 resolution of the result), keeping the range of real scores.
 
+- `keras.layers.GlobalAveragePooling1D` called with a mask (a user's masked mean over tokens) divides a SUM of
+  the masked features by a SUM of the mask; a 16x8 SUM keeps its input's range, so both sums saturate (as in
+  `MaskedMeanPooling`'s former formula).
+  Rewritten as `mean(x * mask) / max(mean(mask), 1 / steps)`, the formula of this project's `MaskedMeanPooling`
+  (the same value for every row with at least one real token; 0 instead of NaN for a row with none).
+
 Each rewrite computes the same function as the Keras layer in float (tested to float32 rounding). They
 patch the `call` of the model's own layer instances only while the context is open (the model is
 traced for conversion inside it) and restore them on exit; nothing is saved with the model.
@@ -112,6 +118,17 @@ def _softmax_call(self, inputs, mask=None):
     return ops.where(mask, outputs, ops.zeros_like(outputs))
 
 
+def _global_average_pooling_call(self, inputs, mask=None):
+    if mask is None or self.data_format != "channels_last":
+        return type(self).call(self, inputs, mask=mask)
+    ops = keras.ops
+    weights = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+    steps = inputs.shape[1] if inputs.shape[1] is not None else ops.cast(ops.shape(inputs)[1], inputs.dtype)
+    average = ops.mean(ops.multiply(inputs, weights), axis=1, keepdims=self.keepdims)
+    fraction = ops.maximum(ops.mean(weights, axis=1, keepdims=self.keepdims), ops.divide(1.0, steps))
+    return ops.divide(average, fraction)
+
+
 def _rewrite_for(layer, int8_embeddings):
     """The replacement `call` for `layer`, or None when it is left as it is."""
     if isinstance(layer, keras.layers.LayerNormalization):
@@ -124,12 +141,15 @@ def _rewrite_for(layer, int8_embeddings):
         return _int8_embedding_call(layer) if int8_embeddings else _embedding_call
     if isinstance(layer, keras.layers.Softmax):
         return _softmax_call
+    if isinstance(layer, keras.layers.GlobalAveragePooling1D):
+        return _global_average_pooling_call
     return None
 
 
 @contextlib.contextmanager
 def quantization_friendly(model, int8_embeddings=False):
-    """Within the context, `model`'s LayerNormalization / Embedding / Softmax layers compute in 16x8-quantizable ops.
+    """Within the context, `model`'s LayerNormalization / Embedding / Softmax / masked GlobalAveragePooling1D layers
+    compute in 16x8-quantizable ops.
 
     Args:
         model: a built Keras model; its layers are patched in place until the context closes.

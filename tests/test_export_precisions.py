@@ -263,3 +263,22 @@ def test_int16x8_converts_a_keras_hub_bert_without_flex_ops(tmp_path):
     float_ops = {op for op, kinds in dtypes.items() if kinds == {"float32"}}
     assert float_ops <= {"CAST", "SELECT_V2", "ZEROS_LIKE", "DIV", "DEQUANTIZE", "DELEGATE"}
     assert report.verification["top1_agreement"] >= 0.97 and report.verification["max_abs_err"] < 0.05
+
+
+def test_masked_global_average_pooling_rewrite_is_the_same_function_in_float():
+    """A user's `GlobalAveragePooling1D()(x, mask=padding_mask)` is traced as mean(x * m) / max(mean(m), 1 / T)."""
+    from rmtkd_tf.quantization_rewrites import quantization_friendly
+
+    keras.utils.set_random_seed(0)
+    features, mask = keras.Input((6, 4)), keras.Input((6,), dtype="int32")
+    model = keras.Model([features, mask], keras.layers.GlobalAveragePooling1D()(features, mask=mask))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 6, 4)).astype("float32")
+    m = (np.arange(6)[None] < np.array([[1], [3], [6], [2], [5]])).astype("int32")
+    before = keras.ops.convert_to_numpy(model([x, m]))
+    with quantization_friendly(model) as rewritten:
+        inside = keras.ops.convert_to_numpy(model([x, m]))
+    assert rewritten == ["GlobalAveragePooling1D"]
+    np.testing.assert_allclose(inside, before, atol=1e-6, rtol=1e-6)
+    expected = [(x[i] * m[i][:, None]).sum(0) / m[i].sum() for i in range(5)]
+    np.testing.assert_allclose(inside, np.stack(expected), atol=1e-6)

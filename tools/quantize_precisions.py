@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,7 +53,12 @@ def main(argv=None):
     for precision in precisions:
         if precision not in PRECISIONS:
             parser.error(f"unknown precision {precision!r}")
-    record = {"data": args.data, "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
+    from benchmarks.schema import SCHEMA_VERSION
+
+    command = "python -m tools.quantize_precisions " + shlex.join(sys.argv[1:] if argv is None else argv)
+    record = {"schema_version": SCHEMA_VERSION, "kind": "quantize", "name": args.out.stem, "command": command,
+              "command_as_run": command, "data": args.data, "settings": {k: str(v) for k, v in vars(args).items()},
+              "models": {}}
     for model_path in args.model:
         task = load_task(Path(model_path), args.data, limit=args.limit, seed=args.seed,
                          calibration_fraction=args.calibration_fraction, tokenizer=args.tokenizer, log=print)
