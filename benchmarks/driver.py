@@ -16,7 +16,8 @@ A task config (`benchmarks/configs/NAME.json`, one per committed result) holds w
 (`"test_limit": 872`). Flags on the command line override the config. A `name` may hold `{seed}`. Keys
 that are not options: `seeds` (a `compare` task run once per seed, aggregated by `report`),
 `differs_from_as_run` (settings that differ on purpose from the command the result was first produced with,
-each with the reason), `args` (`arm64`: its arguments).
+each with the reason), `args` (`arm64`: its arguments), `paper` (`compress`: the paper's figure for this row,
+`{"row", "param_reduction", "accuracy_drop"}`, rendered beside ours by `report`).
 
 Run from the repository root (`python -m benchmarks ...`); every result records the command that made it.
 """
@@ -45,7 +46,7 @@ TRAINERS = {
     "gpu-torch": "benchmarks.gpu_teachers.train_torch",
     "gpu-import": "benchmarks.gpu_teachers.import_keras",
 }
-CONFIG_ONLY_KEYS = {"kind", "description", "seeds", "differs_from_as_run", "args"}
+CONFIG_ONLY_KEYS = {"kind", "description", "seeds", "differs_from_as_run", "args", "paper"}
 
 
 class ConfigError(ValueError):

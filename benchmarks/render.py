@@ -276,3 +276,64 @@ def results_table(results):
     lines += ["", "Commands that produced each row:", ""]
     lines += [f"- `{r['name']}`: {command_text(r)}" for r in results]
     return "\n".join(lines)
+
+
+# --- the paper's rows (issue #15) ---------------------------------------------------------------------------
+
+PAPER_HEADER = [
+    "task", "paper's row", "teacher test acc", "student test acc", "Δ acc (pts)", "params teacher → student (red.)",
+    "encoder params teacher → student (red.)", "FLOP red.", "KiB: teacher fp32 / student fp32 / student int8",
+    "fp32 speed-up", "int8 speed-up", "compress wall (min)",
+]
+
+
+def _paper_cell(paper):
+    return f"{paper['row']}: {paper['param_reduction']:.1f}% fewer params at {paper['accuracy_drop']:.1f} pts"
+
+
+def paper_table(rows):
+    """`[(paper, result, quantize_or_None)]`: our compress rows beside the paper's figure, then the int8-class files.
+
+    `paper` is the task config's `paper` entry (`row`, `param_reduction` in %, `accuracy_drop` in points).
+    """
+    lines = ["| " + " | ".join(PAPER_HEADER) + " |", "|" + "---|" * len(PAPER_HEADER)]
+    for paper, result, _ in rows:
+        t, s = result["teacher"], result["methods"][0]
+        t32, s32, s8 = _export(t, "fp32"), _export(s, "fp32"), _export(s, "int8")
+        encoder = "-"
+        if t.get("encoder_params"):
+            encoder = (f"{t['encoder_params']:,} → {s['encoder_params']:,} "
+                       f"({_pct(1 - s['encoder_params'] / t['encoder_params'])})")
+        lines.append("| " + " | ".join([
+            result["name"], _paper_cell(paper), _acc(t["test_accuracy"]), _acc(s["test_accuracy"]),
+            f"{s['test_accuracy'] - t['test_accuracy']:+.2f}",
+            f"{t['params']:,} → {s['params']:,} ({_pct(s.get('param_reduction'))})", encoder,
+            _pct(s.get("flop_reduction")),
+            f"{t32['size_bytes'] / 1024:.0f} / {s32['size_bytes'] / 1024:.0f} / {s8['size_bytes'] / 1024:.0f}",
+            _speedup(s, "fp32"), _speedup(s, "int8"), f"{(s.get('compression_wall_s') or 0) / 60:.1f}",
+        ]) + " |")
+    quantized = [(result, q) for _, result, q in rows if q]
+    if quantized:
+        lines += ["", "int8-class files of each model (`python -m tools.quantize_precisions`; test accuracy of the "
+                  "`.tflite` and of its Keras model on the same examples, paired drop with its 95% interval):", ""]
+        lines.append("| task | model | precision | KiB | Keras test acc | .tflite test acc | drop (pts) [95% interval] |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for result, q in quantized:
+            for index, (path, model) in enumerate(q["models"].items()):
+                who = "teacher" if index == 0 else "student"
+                for precision, row in model["precisions"].items():
+                    if "error" in row:
+                        lines.append(f"| {result['name']} | {who} | {precision} | - | - | - | {row['error']} |")
+                        continue
+                    low, high = row["drop_interval"]
+                    lines.append(
+                        f"| {result['name']} | {who} | {precision} | {row['size_bytes'] / 1024:.0f} | "
+                        f"{row['keras_test_accuracy']:.2f} | {row['tflite_test_accuracy']:.2f} | "
+                        f"{row['drop']:.2f} [{low:.2f}, {high:.2f}] |"
+                    )
+    lines += ["", "Commands:", ""]
+    for _, result, q in rows:
+        lines.append(f"- `{result['name']}`: {command_text(result)}")
+        if q:
+            lines.append(f"- `{q['name']}`: {command_text(q)}")
+    return "\n".join(lines)

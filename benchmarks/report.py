@@ -29,6 +29,21 @@ def compress_results(folder=HERE / "results"):
     return [r for r in read_results(folder).values() if r["kind"] == "compress"]
 
 
+def paper_rows(folder=HERE / "results"):
+    """`[(paper, result, quantize_or_None)]` of every `compress` task whose config gives the paper's figure (`paper`).
+
+    A task's int8-class measurements are `results/quantize_<name>.json` when present.
+    """
+    rows = []
+    for stem, config in task_configs().items():
+        if config["kind"] != "compress" or not config.get("paper") or not (folder / f"{stem}.json").is_file():
+            continue
+        quantize = folder / f"quantize_{stem}.json"
+        rows.append((config["paper"], read_result(folder / f"{stem}.json"),
+                     read_result(quantize) if quantize.is_file() else None))
+    return rows
+
+
 def _command_without_seed(command):
     return re.sub(r"--(seed|name) \S+", "", command).split()
 
@@ -88,7 +103,10 @@ def sections(config, write=False):
 
     stem = Path(config["_path"]).stem
     if config["kind"] == "compress":
-        return [("results", None, render.results_table(compress_results()))]
+        found = [("results", None, render.results_table(compress_results()))]
+        if config.get("paper"):
+            found.append(("paper", None, render.paper_table(paper_rows())))
+        return found
     if config["kind"] != "compare":
         return []
     if config.get("seeds"):

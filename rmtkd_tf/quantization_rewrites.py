@@ -1,7 +1,7 @@
 """Export-time rewrites of Keras layers into forms that TFLite's 16x8 quantizer can handle.
 
 TFLite's int16-activation quantizer (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`) cannot
-quantize three things a keras-hub BERT contains, and quantizes a fourth badly:
+quantize three things a keras-hub BERT contains, and quantizes a fourth (and a user model's masked pooling) badly:
 
 - `keras.layers.Embedding` looks its ids up through `ops.take`, which wraps negative ids
   (`where(ids < 0, ids + n, ids)`): integer ADD / SELECT_V2 ops the quantizer tries to give an
