@@ -326,8 +326,14 @@ def convert_tflite(
     return Conversion(flatbuffer, precision, used, note, op_histogram, mapper)
 
 
-# Precisions converted from the model traced under `quantization_friendly` (see the module doc).
-REWRITTEN_PRECISIONS = ("int16x8",)
+# Precisions converted from the model traced under `quantization_friendly` (see the module doc): every
+# calibrated one, since a masked softmax's -1e9 fill sets the range of its quantized input whatever the
+# activation width (int8: a step of ~4e6, every real attention score rounds to one value).
+REWRITTEN_PRECISIONS = ("int16x8", "int8", "int8-mixed")
+# Precisions whose embedding tables are stored int8 with a scale per row by the rewrite. Full int8 keeps
+# the plain gather, whose table the converter quantizes itself, so the graph stays integer (the per-row
+# rows would be cast to float and re-quantized).
+ROW_SCALED_EMBEDDINGS = ("int16x8", "int8-mixed")
 
 
 def _rewritten_for(model, precision):
@@ -335,7 +341,10 @@ def _rewritten_for(model, precision):
         return contextlib.nullcontext()
     from rmtkd_tf.quantization_rewrites import quantization_friendly
 
-    return quantization_friendly(model, int8_embeddings=True)
+    # int8-mixed keeps Keras' layer norm: its SQUARED_DIFFERENCE is one of the FRAGILE_OPS kept float,
+    # where the rewrite's variance would square in int8 (its NEG runs in float there anyway).
+    return quantization_friendly(model, int8_embeddings=precision in ROW_SCALED_EMBEDDINGS,
+                                 layer_norm=precision != "int8-mixed")
 
 
 def _convert_either_way(model, precision, representative_data, max_representative_samples, exporter):

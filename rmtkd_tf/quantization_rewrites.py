@@ -109,13 +109,13 @@ def _softmax_call(self, inputs, mask=None):
         mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
     floor = ops.subtract(ops.min(inputs, axis=axis, keepdims=True), MASKED_SCORE_MARGIN)
     outputs = keras.activations.softmax(ops.where(mask, inputs, floor), axis=axis)
-    return ops.where(mask, outputs, ops.zeros_like(outputs))
+    return ops.where(mask, outputs, ops.cast(0.0, outputs.dtype))
 
 
-def _rewrite_for(layer, int8_embeddings):
+def _rewrite_for(layer, int8_embeddings, layer_norm=True):
     """The replacement `call` for `layer`, or None when it is left as it is."""
     if isinstance(layer, keras.layers.LayerNormalization):
-        if getattr(layer, "rms_scaling", False):
+        if not layer_norm or getattr(layer, "rms_scaling", False):
             return None
         return _layer_norm_call
     if isinstance(layer, keras.layers.Embedding):
@@ -128,19 +128,21 @@ def _rewrite_for(layer, int8_embeddings):
 
 
 @contextlib.contextmanager
-def quantization_friendly(model, int8_embeddings=False):
-    """Within the context, `model`'s LayerNormalization / Embedding / Softmax layers compute in 16x8-quantizable ops.
+def quantization_friendly(model, int8_embeddings=False, layer_norm=True):
+    """Within the context, `model`'s LayerNormalization / Embedding / Softmax layers compute in quantizable ops.
 
     Args:
         model: a built Keras model; its layers are patched in place until the context closes.
         int8_embeddings: look embeddings up in an int8 copy of their tables (see the module doc).
+        layer_norm: rewrite LayerNormalization too (False keeps Keras' own, whose variance is one
+            SQUARED_DIFFERENCE op that int8-mixed keeps in float).
 
     Yields the class names of the layers rewritten (one entry per layer instance, model order).
     """
     patched = []
     try:
         for layer in model._flatten_layers(include_self=False, recursive=True):
-            call = _rewrite_for(layer, int8_embeddings)
+            call = _rewrite_for(layer, int8_embeddings, layer_norm)
             if call is None or "call" in layer.__dict__:
                 continue
             object.__setattr__(layer, "call", types.MethodType(call, layer))
