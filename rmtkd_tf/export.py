@@ -17,7 +17,9 @@ Precisions (`PRECISIONS`), smallest and most integer first as `rmtkd_tf.precisio
   details): `q = clip(round(x / scale) + zero_point, -128, 127).astype(int8)`,
   and read outputs back as `(q.astype(float32) - zero_point) * scale`.
   `tflite_predict` does both for you. Integer inputs (e.g. token ids) are left
-  as they are.
+  as they are. Traced under `quantization_friendly` like int16x8 (embeddings as a plain gather,
+  whose table the converter quantizes), so a keras-hub BERT's masked softmax is calibrated on its
+  real attention scores and no float op is left inside (Keras' layer norm leaves a float NEG).
 - `"int16x8"`: int8 weights, int16 activations
   (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`), calibrated like int8, float
   input and output tensors. The few ops with no 16x8 kernel (in a BERT: the CAST of the padding mask,
@@ -31,6 +33,8 @@ Precisions (`PRECISIONS`), smallest and most integer first as `rmtkd_tf.precisio
   GELU and the mean / variance / rsqrt of layer norms), which stay float32; float input and output
   tensors. Built with TFLite's selective quantization (`tf.lite.experimental.QuantizationDebugger`,
   `denylisted_ops`), which needs the converter object, so it always takes the SavedModel path.
+  Traced under `quantization_friendly` for the masked softmax and embeddings (int8 tables with a
+  scale per row); Keras' own layer norm is kept, its SQUARED_DIFFERENCE among the float ops.
 - `"int8-dynamic"`: dynamic-range quantization: int8 weights, float activations.
 - `"fp16"`: weights stored as float16 (about half the size), computed in float32.
 - `"fp32"`: plain float conversion.

@@ -1,7 +1,12 @@
-"""Export-time rewrites of Keras layers into forms that TFLite's 16x8 quantizer can handle.
+"""Export-time rewrites of Keras layers into forms that TFLite's quantizers (16x8 and int8) handle.
 
 TFLite's int16-activation quantizer (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`) cannot
-quantize three things a keras-hub BERT contains, and quantizes a fourth badly:
+quantize three things a keras-hub BERT contains, and quantizes a fourth badly. `rmtkd_tf.export` traces
+int8 and int8-mixed conversions under the same rewrites: the masked-softmax fill matters as much there
+(an int8 step of ~4e6 for a calibrated range of ~1e9: every real score rounds to one value), and in full
+int8 Keras' layer norm leaves a float NEG that the rewrite removes (int8-mixed keeps Keras' layer norm,
+`layer_norm=False`, whose squared difference it keeps in float; full int8 keeps the plain gather,
+`int8_embeddings=False`, so the graph stays integer):
 
 - `keras.layers.Embedding` looks its ids up through `ops.take`, which wraps negative ids
   (`where(ids < 0, ids + n, ids)`): integer ADD / SELECT_V2 ops the quantizer tries to give an
