@@ -253,3 +253,28 @@ def test_each_rewrite_alone_is_the_same_function_in_float(layer):
     np.testing.assert_allclose(inside, before, atol=2e-6)
     if layer == "Softmax":
         assert not inside[1].any() and not inside[0, :, 3:].any()
+
+
+@pytest.mark.parametrize("rewritten", [True, False])
+def test_bert_without_dropout_takes_the_explicit_attention_path(tmp_path, monkeypatch, rewritten):
+    # With dropout 0 keras-hub's encoder blocks reach Keras' fused attention (masked with the float32
+    # minimum); the rewrite sends them through the explicit path and its rewritten Softmax.
+    import keras
+    import keras_hub
+
+    from rmtkd_tf.transformers import bert_classifier
+    from test_transformers_bert import VOCABULARY
+
+    if not rewritten:
+        monkeypatch.setattr(export_module, "REWRITTEN_PRECISIONS", ("int16x8",))
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCABULARY), num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=16, dropout=0.0, name="bert_backbone",
+    )
+    model = bert_classifier(backbone, num_classes=2, sequence_length=SEQ_LEN, dropout=0.0)
+    calibration, _ = tokenized(tmp_path, n_train=64, n_test=8)
+    path = tmp_path / "m.tflite"
+    export_tflite(model, path, precision="int8", representative_data=calibration)
+    (scale,) = softmax_input_scales(path)
+    assert (0 < scale < 0.5) if rewritten else scale > 1e30, scale
