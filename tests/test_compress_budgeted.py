@@ -192,3 +192,26 @@ def test_feature_distillation_matches_factorized_layers_to_the_teacher(task, tmp
         assert all("call" not in find_layer.__dict__ for find_layer in (candidate.get_layer(p) for p in paths))
         assert all("call" not in model.get_layer(p).__dict__ for p in paths)
     assert errors[1000.0] < errors[0.0]
+
+
+def test_optimizer_state_round_trip_and_the_checkpoints_it_does_not_fit(tmp_path):
+    import keras
+
+    from rmtkd_tf.schedules.budgeted import load_optimizer_state, optimizer_state_path, save_optimizer_state
+
+    weights = keras.Variable(np.ones((3, 2), "float32"))
+    optimizer = keras.optimizers.Adam(0.1)
+    for _ in range(4):
+        optimizer.apply([keras.ops.ones((3, 2))], [weights])
+    path = optimizer_state_path(tmp_path / "attempt_1.keras")
+    assert path.name == "attempt_1.optimizer.npz"
+    assert load_optimizer_state(path, 4) is None  # a checkpoint written before optimizer states were saved
+    save_optimizer_state(optimizer, path)
+    assert load_optimizer_state(path, 3) is None  # from another step than the student checkpoint
+    store = load_optimizer_state(path, 4)
+    fresh = keras.optimizers.Adam(0.1)
+    fresh.build([weights])
+    fresh.load_own_variables(store)
+    assert int(fresh.iterations) == 4
+    for a, b in zip(fresh.variables, optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
