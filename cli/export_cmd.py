@@ -27,12 +27,8 @@ import types
 import click
 import numpy as np
 
-# `rmtkd_tf.export.PRECISIONS`, `CALIBRATED_PRECISIONS` and `EXPORTERS`, repeated here so that
-# `rmtkd-tf export --help` needs no TensorFlow (importing any rmtkd_tf module imports it);
-# tests/test_cli_startup.py checks that the copies agree.
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
-CALIBRATED_PRECISIONS = ("int8", "int16x8", "int8-mixed")
-EXPORTERS = ("auto", "keras-litert", "saved-model")
+# The library's values, read without importing TensorFlow (see cli.library_constants).
+from cli.library_constants import CALIBRATED_PRECISIONS, EXPORTERS, PRECISIONS
 
 
 def _load_data(spec, *, limit=None, image_size=None, seed=0):

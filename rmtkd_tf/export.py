@@ -66,13 +66,11 @@ import warnings
 import numpy as np
 
 from rmtkd_tf.arguments import check_integer
+# PRECISIONS, CALIBRATED_PRECISIONS (calibrated on representative data) and EXPORTERS (conversion paths) live
+# in rmtkd_tf.constants, where the CLI reads them without TensorFlow.
+from rmtkd_tf.constants import CALIBRATED_PRECISIONS, EXPORTERS, PRECISIONS  # noqa: F401
 from rmtkd_tf.errors import RMTKDError
 
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
-# Precisions calibrated on representative data.
-CALIBRATED_PRECISIONS = ("int8", "int16x8", "int8-mixed")
-# Conversion paths: "auto" takes Keras' LiteRT exporter where it exists and can trace the model.
-EXPORTERS = ("auto", "keras-litert", "saved-model")
 # TFLite ops kept in float32 by "int8-mixed": softmax, GELU, and a layer norm's mean / variance / rsqrt.
 FRAGILE_OPS = ("SOFTMAX", "GELU", "MEAN", "SQUARED_DIFFERENCE", "RSQRT")
 
