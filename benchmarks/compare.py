@@ -264,7 +264,6 @@ def run(args, kind="compare"):
         "kind": kind,
         "name": stem,
         "command": args.command_line,
-        "command_as_run": args.command_line,  # the driver command it ran with (a replaced script's results keep theirs)
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"machine": platform.machine(), "cpu_count": os.cpu_count(),
                     "note": "shared build machine; latencies are interleaved with the teacher, compare ratios"},

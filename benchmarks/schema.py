@@ -12,8 +12,8 @@ A result is a JSON object (written atomically by `rmtkd_tf.io.write_json`) with 
   `crosscheck` (teacher/student latency ratio, in-process interpreter vs external benchmark tools);
 - `name`: the result's name (a `compare` result's is `compare_<task name>`);
 - `command`: the command that regenerates it (`python -m benchmarks ...`);
-- `command_as_run`: the command the result was produced with, verbatim (a script since replaced, or the
-  driver command itself for a result the driver wrote). Never rewritten.
+- `command_as_run`: present when the result was produced by another command (a script since replaced, or a
+  tool): that command, verbatim. Never rewritten. A result the driver wrote has none: `command` is what ran.
 - `date`.
 
 `compare` and `compress` results share a layout: `teacher` (an entry), `methods` (a list of entries, each with
