@@ -35,12 +35,28 @@ from rmtkd_tf.precision_search import export_smallest_accurate  # noqa: E402
 ORDER = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
 
 
+def _limit_test(data, test_limit, seed):
+    """`data` with a class-balanced draw of `test_limit` test examples (in file order), or unchanged."""
+    if test_limit is None or test_limit >= len(data.y_test):
+        return data
+    import dataclasses
+
+    from rmtkd_tf.data import split_train
+
+    index = np.sort(split_train(np.zeros(len(data.y_test)), data.y_test, (int(test_limit), 0), seed=seed).calibration)
+    x_test = {k: v[index] for k, v in data.x_test.items()} if isinstance(data.x_test, dict) else data.x_test[index]
+    return dataclasses.replace(data, x_test=x_test, y_test=data.y_test[index])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", required=True, help=".keras classifier (repeatable)")
     parser.add_argument("--data", required=True)
     parser.add_argument("--tokenizer", default=None, help="vocab.txt (default: the one beside each model)")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--test-limit", type=int, default=None,
+                        help="score on a class-balanced draw of this many test examples (int16x8 runs on TFLite's "
+                             "reference kernels: slow on long texts)")
     parser.add_argument("--calibration-fraction", type=float, default=0.1)
     parser.add_argument("--representative-samples", type=int, default=200)
     parser.add_argument("--max-drop", type=float, default=1.0)
@@ -62,7 +78,7 @@ def main(argv=None):
     for model_path in args.model:
         task = load_task(Path(model_path), args.data, limit=args.limit, seed=args.seed,
                          calibration_fraction=args.calibration_fraction, tokenizer=args.tokenizer, log=print)
-        data, model = task.data, task.model
+        data, model = _limit_test(task.data, args.test_limit, args.seed), task.model
         rows = {}
         keras_outputs = None
         for precision in precisions:
