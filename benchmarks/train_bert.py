@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -170,6 +172,11 @@ def encode_splits(splits, tokenizer, seq_len):
     return encoded, float(np.mean(encoded["train"]["padding_mask"][:, -1] == 1))
 
 
+def command_line(trainer, argv):
+    """The command that reproduces a training run, recorded in its `.train.json`."""
+    return f"python -m benchmarks train {trainer} " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+
+
 def fit_and_save(model, splits, encoded, tokenizer, args, *, name, learning_rate, t0, record):
     """Train `model` (AdamW, warm-up + cosine), keep its best validation epoch, test once, save it and its record.
 
@@ -270,6 +277,7 @@ def main(argv=None):
         backbone = bert_shaped_backbone(tokenizer.vocabulary_size(), args.shape)
     model = bert_classifier(backbone, data.num_classes, seq_len, pooling=args.pooling, name=name)
     return fit_and_save(model, splits, encoded, tokenizer, args, name=name, learning_rate=learning_rate, t0=t0, record={
+        "command": command_line("bert", argv),
         "init": args.init,
         "shape": {"name": args.shape, **SHAPES[args.shape]},
         "pretrained": str(folder) if args.init == "pretrained" else None,

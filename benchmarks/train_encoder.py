@@ -30,6 +30,7 @@ from benchmarks.train_bert import (  # noqa: E402
     TASKS,
     add_training_arguments,
     check_positive,
+    command_line,
     encode_splits,
     fit_and_save,
     load_text_splits,
@@ -91,7 +92,8 @@ def main(argv=None):
              "intermediate_dim": args.intermediate_dim}
     model = keras_hub_encoder_classifier(tokenizer.vocabulary_size(), data.num_classes, seq_len, **shape, name=name)
     return fit_and_save(model, splits, encoded, tokenizer, args, name=name, learning_rate=args.learning_rate, t0=t0,
-                        record={"architecture": "keras_hub_encoder_classifier", "shape": shape, "seq_len": seq_len,
+                        record={"command": command_line("keras-hub-encoder", argv),
+                                "architecture": "keras_hub_encoder_classifier", "shape": shape, "seq_len": seq_len,
                                 "vocabulary": str(folder / "vocab.txt"), "train_truncated_fraction": truncated})
 
 
