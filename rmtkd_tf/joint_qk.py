@@ -48,7 +48,7 @@ rebuilt with `key_dim = r` would scale by `1/√r`: multiply `A_h` by
 **Equal parameters is not a theorem.** The joint factors are optimal among
 approximations whose every head has rank ≤ `r`. Separate rank-`k`
 factorizations of `W_q` and `W_k` at the *same parameter count* have
-`k ≈ r·heads·(2D+1) / (2(D + heads·d))` (6·r for MiniLM), so each head's
+`k ≈ r·heads·(D+1) / (D + heads·d)` (6·r for MiniLM), so each head's
 product may have rank up to `min(k, d) > r`: which is better at equal
 parameters is an empirical question, measured in `tools/joint_qk_minilm.py`.
 
@@ -233,8 +233,12 @@ def score_scale_compensation(head_dim, rank):
 
 
 def joint_qk_parameter_count(hidden, heads, rank):
-    """Parameters of joint query (`hidden·heads·r` + bias `heads·r`) and key (`hidden·heads·r`, no bias) projections."""
-    return heads * rank * (2 * hidden + 1)
+    """Parameters of joint query and key projections, `hidden·heads·r` each plus a bias `heads·r` each.
+
+    (The key bias is zero for the centred metric; the layer keeps it so that it stays an ordinary
+    Keras query/key `EinsumDense`.)
+    """
+    return 2 * heads * rank * (hidden + 1)
 
 
 def separate_qk_parameter_count(hidden, heads, head_dim, rank):
@@ -246,7 +250,7 @@ def separate_qk_parameter_count(hidden, heads, head_dim, rank):
 def separate_rank_at_equal_params(hidden, heads, head_dim, joint_rank):
     """Largest separate rank `k` whose query+key parameters do not exceed the joint ones at `joint_rank`.
 
-    >>> separate_rank_at_equal_params(384, 12, 32, 8)  # MiniLM: 73,824 parameters -> k = 47
+    >>> separate_rank_at_equal_params(384, 12, 32, 8)  # MiniLM: 73,920 parameters -> k = 47
     47
     """
     budget = joint_qk_parameter_count(hidden, heads, joint_rank)
@@ -256,7 +260,7 @@ def separate_rank_at_equal_params(hidden, heads, head_dim, joint_rank):
 
 def joint_rank_at_equal_params(hidden, heads, head_dim, params):
     """Largest per-head rank (at least 1, at most `head_dim`) whose joint parameters do not exceed `params`."""
-    return int(min(head_dim, max(1, params // (heads * (2 * hidden + 1)))))
+    return int(min(head_dim, max(1, params // (2 * heads * (hidden + 1)))))
 
 
 def separate_truncation(kernel, bias, rank, input_moment):

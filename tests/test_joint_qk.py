@@ -135,7 +135,7 @@ def test_joint_factors_beat_separate_truncation_at_equal_parameters_on_random_la
 
 def test_parameter_counts_and_rank_conversions():
     # MiniLM-L6: hidden 384, 12 heads of 32.
-    assert joint_qk_parameter_count(384, 12, 32) == 12 * 32 * 769
+    assert joint_qk_parameter_count(384, 12, 32) == 2 * 12 * 32 * 385
     assert separate_qk_parameter_count(384, 12, 32, 384) == 2 * (384 * 384 * 2 + 384)
     for rank in (1, 4, 8, 16):
         k = separate_rank_at_equal_params(384, 12, 32, rank)
