@@ -105,3 +105,55 @@ def test_joint_qk_student_exports_to_tflite_without_flex_ops(tmp_path):
     assert report.flex_ops == []
     assert report.verification["max_abs_err"] < 1e-4 and report.verification["top1_agreement"] == 1.0
     np.testing.assert_allclose(tflite_predict(report.path, x), student.predict(x, verbose=0), atol=1e-4)
+
+
+def test_factorize_with_joint_qk_replaces_separate_query_and_key_cuts_at_no_more_parameters():
+    from rmtkd_tf.collection import collect_activations
+    from rmtkd_tf.surgery import factorize_model
+    from rmtkd_tf.transformers.joint_qk_surgery import factorize_with_joint_qk
+    from tests.test_transformers_encoder import all_factors
+
+    model = tiny_bert_classifier()
+    x = token_batch(48)
+    factors = all_factors(collect_activations(model, x, batch_size=16), rank=4,
+                          parts=("attention_query", "attention_key", "attention_value"))
+    factors.pop(ENCODERS[1] + "/attention_key")  # only encoder 0 has both query and key cut
+    separate = factorize_model(model, factors)
+    student, ranks = factorize_with_joint_qk(model, factors, collect_qk_moments(model, x))
+    # Separate: 2 x (16*4 + 4*16 + 16) = 288 parameters; joint: 2*heads*(hidden+1) = 68 per unit of rank -> 4.
+    assert ranks == {ENCODERS[0]: 4}
+    encoder = layers_of(student)[ENCODERS[0]]
+    assert joint_qk_rank(encoder) == 4 and encoder.value_rank == 4
+    assert joint_qk_rank(layers_of(student)[ENCODERS[1]]) is None
+    assert student.count_params() <= separate.count_params()
+    assert np.all(np.isfinite(student.predict(x, verbose=0)))
+
+
+def test_joint_qk_is_a_budgeted_option():
+    from rmtkd_tf.compression import CompressionConfig
+    from rmtkd_tf.errors import RMTKDError
+
+    assert CompressionConfig().joint_qk is False
+    with pytest.raises(RMTKDError, match="budgeted"):
+        CompressionConfig(schedule="iterative", joint_qk=True)
+
+
+@pytest.mark.slow
+def test_budgeted_compress_with_joint_qk_cuts_query_and_key_jointly(tmp_path):
+    from rmtkd_tf.compression import CompressionConfig, CompressionData
+    from rmtkd_tf.compression import run as compress
+
+    model = tiny_bert_classifier()
+    x, y = token_batch(96, seed=5), np.random.default_rng(5).integers(0, 3, 96)
+    rows = lambda a, b: {k: v[a:b] for k, v in x.items()}  # noqa: E731
+    data = CompressionData(x_train=rows(0, 64), y_train=y[:64], x_calibration=rows(0, 64),
+                           x_validation=rows(64, 96), y_validation=y[64:], x_test=rows(64, 96), y_test=y[64:])
+    config = CompressionConfig(schedule="budgeted", target_params=0.9, distillation_epochs=1, batch_size=32,
+                               calibration_samples=64, rank_rule="energy", max_drop=100.0, joint_qk=True,
+                               layers=[p + "/" + part for p in ENCODERS for part in ("attention_query", "attention_key")])
+    student, report = compress(model, data, config, tmp_path / "run", log=lambda m: None)
+    joint = [joint_qk_rank(layer) for _, layer in iter_graph_layers(student)]
+    assert any(rank is not None for rank in joint), report["layers"]
+    assert report["attempts"][0]["joint_qk_ranks"] == {p: r for p, r in zip(
+        [p for p, _ in iter_graph_layers(student)], joint) if r is not None}
+    assert report["student"]["params"] <= 0.9 * report["teacher"]["params"]

@@ -101,6 +101,20 @@ class _MomentSums:
         return QKMoments(query_moment, key_moment, self.tokens, self.sequences, key_covariance)
 
 
+def moments_from_inputs(inputs, mask=None, key_covariance="within"):
+    """`QKMoments` of attention inputs `(batch, length, D)` already at hand (`mask` `(batch, length)`: 1 real, 0 pad).
+
+    >>> m = moments_from_inputs(np.array([[[1.0], [3.0], [9.0]]]), np.array([[1, 1, 0]]))
+    >>> m.query_moment.tolist(), m.key_moment.tolist(), m.n_tokens
+    ([[5.0, 2.0], [2.0, 1.0]], [[1.0]], 2)
+    """
+    if key_covariance not in KEY_COVARIANCES:
+        raise ValueError(f"key_covariance must be one of {KEY_COVARIANCES}, got {key_covariance!r}")
+    sums = _MomentSums()
+    sums.add(inputs, mask)
+    return sums.moments(key_covariance)
+
+
 def _encoders(model, paths=None):
     encoders = {path: layer for path, layer in iter_graph_layers(model) if is_transformer_encoder(layer)}
     if paths is None:
@@ -158,7 +172,7 @@ def collect_qk_moments(model, data, encoder_paths=None, batch_size=32, key_covar
     return {path: s.moments(key_covariance) for path, s in sums.items()}
 
 
-def _numpy(variable):
+def as_float64(variable):
     return keras.ops.convert_to_numpy(variable).astype(np.float64)
 
 
@@ -172,7 +186,7 @@ def encoder_qk_factors(encoder, moments, rank, rcond=None):
                 f"layer '{encoder.name}': joint query/key needs dense query and key projections, "
                 f"got {type(dense).__name__}")
     kwargs = {} if rcond is None else {"rcond": rcond}
-    return joint_qk_factors(_numpy(query.kernel), _numpy(query.bias), _numpy(key.kernel), rank,
+    return joint_qk_factors(as_float64(query.kernel), as_float64(query.bias), as_float64(key.kernel), rank,
                             moments.query_moment, moments.key_moment, **kwargs)
 
 
@@ -230,3 +244,37 @@ def factorize_joint_qk(model, factors):
         elif new_layer.weights:
             new_layer.set_weights(layer.get_weights())
     return student
+
+
+def factorize_with_joint_qk(model, factors, moments, rcond=None):
+    """`rmtkd_tf.surgery.factorize_model(model, factors)`, except that every encoder whose query AND key
+    are both in `factors` gets them factorized jointly instead, at the largest per-head rank whose
+    parameters do not exceed those of the two separate factorizations (`joint_rank_at_equal_params`).
+
+    `moments`: `{encoder path: QKMoments}` (`collect_qk_moments` on the original model); an encoder
+    without moments, or whose query/key are not dense, keeps its separate factors.
+
+    Returns `(student, {encoder path: per-head rank})`.
+    """
+    from rmtkd_tf.factorization import low_rank_parameter_count
+    from rmtkd_tf.joint_qk import joint_rank_at_equal_params
+    from rmtkd_tf.surgery import factorize_model
+
+    encoders = _encoders(model)
+    joint, rest = {}, dict(factors)
+    for path, encoder in encoders.items():
+        query_path, key_path = f"{path}/attention_query", f"{path}/attention_key"
+        if query_path not in factors or key_path not in factors or path not in moments:
+            continue
+        attention = encoder._self_attention_layer
+        if not all(is_attention_input_projection(d) for d in (attention._query_dense, attention._key_dense)):
+            continue
+        hidden, heads, head_dim = (int(s) for s in attention._query_dense.kernel.shape)
+        separate = sum(low_rank_parameter_count(hidden, heads * head_dim, factors[p].rank) for p in (query_path, key_path))
+        rank = joint_rank_at_equal_params(hidden, heads, head_dim, separate)
+        joint[path] = encoder_qk_factors(encoder, moments[path], rank, rcond)
+        del rest[query_path], rest[key_path]
+    student = factorize_model(model, rest) if rest else model
+    if joint:
+        student = factorize_joint_qk(student, joint)
+    return student, {path: f.rank for path, f in joint.items()}
