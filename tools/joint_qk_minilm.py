@@ -76,8 +76,11 @@ def layer_activations(backbone, inputs, batch_size=32):
 
 def attention_probabilities(x, mask, query_kernel, query_bias, key_kernel, key_bias, scale):
     """`(batch, heads, queries, keys)` softmax attention of one head layout (NumPy, float64)."""
-    q = np.einsum("blc,chd->bhld", x, query_kernel) + query_bias[None, :, None, :]
-    k = np.einsum("blc,chd->bhld", x, key_kernel) + key_bias[None, :, None, :]
+    def project(kernel, bias):  # (batch, length, D) @ (D, heads, d) as one matmul -> (batch, heads, length, d)
+        out = (x.reshape(-1, x.shape[-1]) @ kernel.reshape(kernel.shape[0], -1)).reshape(x.shape[:2] + kernel.shape[1:])
+        return np.transpose(out + bias, (0, 2, 1, 3))
+
+    q, k = project(query_kernel, query_bias), project(key_kernel, key_bias)
     scores = scale * q @ np.swapaxes(k, -1, -2)
     scores = np.where(mask[:, None, None, :] > 0, scores, -np.inf)
     scores -= scores.max(axis=-1, keepdims=True)

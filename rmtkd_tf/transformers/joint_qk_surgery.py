@@ -78,12 +78,13 @@ class _MomentSums:
     def add(self, x, mask):
         x = np.asarray(x, dtype=np.float64)  # (batch, length, D)
         mask = np.ones(x.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
-        augmented = np.concatenate([x, np.ones(x.shape[:2] + (1,))], axis=-1) * mask[..., None]
-        second = np.einsum("bla,blc->ac", augmented, augmented)
+        weights = mask.reshape(-1, 1)
+        augmented = np.concatenate([x, np.ones(x.shape[:2] + (1,))], axis=-1).reshape(-1, x.shape[-1] + 1)
+        second = (augmented * weights).T @ augmented  # padded tokens weigh 0 (a 0/1 mask: w² = w)
         counts = mask.sum(axis=1)
-        means = np.einsum("bld,bl->bd", x, mask) / np.maximum(counts, 1.0)[:, None]
-        centred = (x - means[:, None, :]) * mask[..., None]
-        within = np.einsum("bla,blc->ac", centred, centred)
+        means = (x * mask[..., None]).sum(axis=1) / np.maximum(counts, 1.0)[:, None]
+        centred = ((x - means[:, None, :]) * mask[..., None]).reshape(-1, x.shape[-1])
+        within = centred.T @ centred
         self.second = second if self.second is None else self.second + second
         self.within = within if self.within is None else self.within + within
         self.tokens += int(counts.sum())
