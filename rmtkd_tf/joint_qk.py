@@ -117,10 +117,7 @@ def bilinear_forms(query_kernel, query_bias, key_kernel, key_bias=None, key_metr
     """
     _check_key_metric(key_metric)
     query = _augmented_kernel(query_kernel, query_bias)  # (heads, D+1, d)
-    if key_metric == "centred":
-        key = np.transpose(np.asarray(key_kernel, dtype=np.float64), (1, 0, 2))  # (heads, D, d)
-    else:
-        key = _augmented_kernel(key_kernel, key_bias)
+    key = _key_side(key_kernel, key_bias, key_metric)
     return query @ np.transpose(key, (0, 2, 1))
 
 
@@ -132,6 +129,21 @@ def _augmented_kernel(kernel, bias):
     if bias.shape != kernel.shape[1:]:
         raise ValueError(f"bias must have shape {kernel.shape[1:]}, got {bias.shape}")
     return np.transpose(np.concatenate([kernel, bias[None]], axis=0), (1, 0, 2))  # (heads, D+1, d)
+
+
+def _key_side(key_kernel, key_bias, key_metric):
+    if key_metric == "centred":
+        return np.transpose(np.asarray(key_kernel, dtype=np.float64), (1, 0, 2))  # (heads, D, d)
+    return _augmented_kernel(key_kernel, key_bias)
+
+
+def _low_rank_svd(left, right):
+    """SVD of `left @ rightᵀ` per head (`(heads, m, d)`, `(heads, n, d)`), through two thin QRs: the product has
+    rank <= d, so `U`, `σ` (descending), `V` (`(heads, m, d)`, `(heads, d)`, `(heads, n, d)`) come from a d×d SVD."""
+    q_left, r_left = np.linalg.qr(left)
+    q_right, r_right = np.linalg.qr(right)
+    u, s, vt = np.linalg.svd(r_left @ np.transpose(r_right, (0, 2, 1)))
+    return q_left @ u, s, q_right @ np.transpose(vt, (0, 2, 1))
 
 
 def _check_key_metric(key_metric):
@@ -196,12 +208,11 @@ def joint_qk_factors(query_kernel, query_bias, key_kernel, rank, query_moment, k
                          f"got {key_moment.shape}")
     query_root, query_inverse_root = psd_sqrt_and_pinv(query_moment, rcond)
     key_root, key_inverse_root = psd_sqrt_and_pinv(key_moment, rcond)
-    weighted = query_root[None] @ forms @ key_root[None]  # (heads, D+1, D or D+1)
-    u, s, vt = np.linalg.svd(weighted, full_matrices=False)
-    s = s[:, :head_dim]  # rank(M_h) <= head_dim: the rest is roundoff
+    u, s, v = _low_rank_svd(query_root[None] @ _augmented_kernel(query_kernel, query_bias),
+                            key_root[None] @ _key_side(key_kernel, key_bias, key_metric))
     root_s = np.sqrt(s[:, :rank])
     a = query_inverse_root[None] @ (u[:, :, :rank] * root_s[:, None, :])  # (heads, D+1, r)
-    b = key_inverse_root[None] @ (np.transpose(vt[:, :rank, :], (0, 2, 1)) * root_s[:, None, :])
+    b = key_inverse_root[None] @ (v[:, :, :rank] * root_s[:, None, :])
     hidden = query_dim - 1
     key_bias_out = np.zeros((heads, rank)) if key_metric == "centred" else b[:, hidden, :]
     return JointQKFactors(
