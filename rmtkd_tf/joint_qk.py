@@ -229,7 +229,8 @@ def joint_qk_factors(query_kernel, query_bias, key_kernel, rank, query_moment, k
 def weighted_bilinear_error(forms, approximations, query_moment, key_moment):
     """`tr(Eᵀ S E C)` per head for `E = forms − approximations` (`(heads, ·, ·)` arrays): the mean squared score error."""
     error = np.asarray(forms, float) - np.asarray(approximations, float)
-    return np.einsum("hab,ac,hcd,bd->h", error, np.asarray(query_moment, float), error, np.asarray(key_moment, float))
+    # tr(Eᵀ S E C) = Σ (S E) ∘ (E C), two matmuls per head (S and C symmetric).
+    return ((np.asarray(query_moment, float) @ error) * (error @ np.asarray(key_moment, float))).sum(axis=(1, 2))
 
 
 def factor_forms(factors):

@@ -54,7 +54,42 @@ def parse_args(argv):
     parser.add_argument("--ranks", default="2,4,8,16", help="per-head ranks of the joint factors (of 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--table", type=Path, default=None, metavar="RESULT",
+                        help="print the BENCHMARKS.md tables of a result JSON and exit (no computation)")
     return parser.parse_args(argv)
+
+
+def markdown_tables(result):
+    """The BENCHMARKS.md tables of a result: means over the six layers per rank and method, then per layer."""
+    rows = [r for r in result["rows"] if r.get("output_relative_mse") is not None]
+    chained = {(c["method"], c["rank"]): c for c in result["chained"]}
+    ranks = result["settings"]["ranks"]
+    lines = ["| r (joint, per head) | k (separate) | Q+K params joint / separate | method | attention KL (nats), "
+             "mean of 6 layers | layer output rel. MSE, mean | all 6 layers cut: last hidden rel. MSE | "
+             "sentence-embedding cosine | score MSE on calibration (the joint objective), mean |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for rank in ranks:
+        for method in METHODS:
+            sel = [r for r in rows if r["rank"] == rank and r["method"] == method]
+            k = next(r["separate_rank"] for r in rows if r["rank"] == rank and r["method"] == "separate")
+            params = (next(r["qk_params"] for r in rows if r["rank"] == rank and r["method"] == "joint_within"),
+                      next(r["qk_params"] for r in rows if r["rank"] == rank and r["method"] == "separate"))
+            c = chained[(method, rank)]
+            lines.append(f"| {rank} | {k} | {params[0]:,} / {params[1]:,} | {method} | "
+                         f"{np.mean([r['attention_kl'] for r in sel]):.4f} | "
+                         f"{np.mean([r['output_relative_mse'] for r in sel]):.4f} | "
+                         f"{c['chained_relative_mse']:.4f} | {c['chained_embedding_cosine']:.4f} | "
+                         f"{np.mean([r['calibration_score_mse'] for r in sel]):.4f} |")
+    lines += ["", "Attention KL per layer (nats), joint_within / separate:", "",
+              "| r | " + " | ".join(f"layer {i}" for i in range(6)) + " |", "|---" * 7 + "|"]
+    for rank in ranks:
+        cells = []
+        for layer in range(6):
+            get = lambda m: next(r["attention_kl"] for r in rows  # noqa: E731
+                                 if r["rank"] == rank and r["method"] == m and r["layer"] == layer)
+            cells.append(f"{get('joint_within'):.3f} / {get('separate'):.3f}")
+        lines.append(f"| {rank} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def read_sentences(path):
@@ -136,6 +171,17 @@ def method_weights(method, encoder, moments, rank, separate_rank):
     return f.query_kernel, f.query_bias, f.key_kernel, f.key_bias
 
 
+def calibration_score_mse(teacher, weights, moments, head_dim):
+    """Mean over heads of the joint factors' objective, `tr(Eᵀ S E C) / head_dim`: the mean squared error of the
+    scaled scores, centred over the keys of each sentence, on the calibration moments (any method's weights)."""
+    from rmtkd_tf.joint_qk import bilinear_forms, weighted_bilinear_error
+
+    forms = bilinear_forms(teacher[0], teacher[1], teacher[2])
+    approximation = bilinear_forms(weights[0], weights[1], weights[2])
+    return float(weighted_bilinear_error(forms, approximation, moments.query_moment, moments.key_moment).mean()
+                 / head_dim)
+
+
 def padded(weights, width):
     """Query/key weights zero-padded to per-head width `width`: the extra dimensions add 0 to every score."""
     out = []
@@ -182,6 +228,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     args = parse_args(argv)
+    if args.table is not None:
+        import json
+
+        print(markdown_tables(json.loads(args.table.read_text())))
+        return 0
     started = time.time()
     import rmtkd_tf  # noqa: F401  (registers the layers)
     from rmtkd_tf.io import write_json
@@ -211,7 +262,7 @@ def main(argv=None) -> int:
     input_shape = (None, args.sequence_length, hidden)
 
     holders = [weight_holder(encoder, input_shape) for encoder in encoders]
-    teachers, weights, rows = [], {}, []
+    teachers, weights, rows, score_mse = [], {}, [], {}
     for layer, encoder in enumerate(encoders):
         moments = {key: moments_from_inputs(cal_acts[layer], cal_mask, key) for key in ("within", "global")}
         attention = encoder._self_attention_layer
@@ -231,6 +282,8 @@ def main(argv=None) -> int:
             k = separate_rank_at_equal_params(hidden, heads, head_dim, rank)
             for method in METHODS:
                 weights[(layer, method, rank)] = method_weights(method, encoder, moments, rank, k)
+                score_mse[(layer, method, rank)] = calibration_score_mse(teacher, weights[(layer, method, rank)],
+                                                                         moments["within"], head_dim)
 
     chained = []
     for rank in ranks:
@@ -249,6 +302,7 @@ def main(argv=None) -> int:
                     "attention_kl": attention_kl(ev_acts[layer], ev_mask, teachers[layer],
                                                  weights[(layer, method, rank)], scale),
                     "output_relative_mse": relative_mse(y_layer, ev_acts[layer + 1], ev_mask),
+                    "calibration_score_mse": score_mse[(layer, method, rank)],
                 })
                 y = run_encoder(holders[layer][1], y, ev_mask)
                 print(f"layer {layer} r={rank:2d} {method:16s} KL={rows[-1]['attention_kl']:.5f} "
