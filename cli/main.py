@@ -298,7 +298,8 @@ def _compression_config(options):
               help="Weight of intermediate-feature distillation: the factorized layers' outputs matched to the teacher's.")
 @click.option("--joint-qk", "joint_qk", is_flag=True,
               help="budgeted: an encoder whose query and key are both cut gets them factorized jointly (each head's "
-                   "query-key bilinear form, key dim r) at no more parameters than the two separate cuts.")
+                   "query-key bilinear form, key dim r) at no more parameters than the two separate cuts. Off by "
+                   "default: on pretrained MiniLM-L6 it is worse than the separate cuts (BENCHMARKS.md).")
 @click.option("--calibration-samples", type=int, default=2048, show_default=True,
               help="Cap on the calibration examples whose activations are collected: the calibration set is "
                    "--calibration-fraction of the training split, and this caps it (the embedded default's "

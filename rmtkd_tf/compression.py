@@ -87,7 +87,8 @@ class CompressionConfig:
     temperature: float = 4.0
     feature_weight: float = 0.0  # > 0: also match the factorized layers' outputs to the teacher's (rmtkd_tf.features)
     # budgeted: an encoder whose query and key are both cut gets them factorized jointly (rmtkd_tf.joint_qk) at
-    # no more parameters than the two separate cuts; off by default (see BENCHMARKS.md, "Joint query/key").
+    # no more parameters than the two separate cuts; off by default: worse than the separate cuts on pretrained
+    # MiniLM-L6 at equal parameters (BENCHMARKS.md, "Joint query/key"), so not offered to the allocation either.
     joint_qk: bool = False
     calibration_samples: int = 2048
     seed: int = 0

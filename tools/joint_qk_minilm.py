@@ -48,7 +48,7 @@ METHODS = ("joint_within", "joint_global", "joint_uncentred", "separate")
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--calibration", type=int, default=256, help="SST-2 train sentences for the statistics")
+    parser.add_argument("--calibration", type=int, default=512, help="SST-2 train sentences for the statistics")
     parser.add_argument("--evaluation", type=int, default=256, help="SST-2 dev sentences for the errors")
     parser.add_argument("--sequence-length", type=int, default=64)
     parser.add_argument("--ranks", default="2,4,8,16", help="per-head ranks of the joint factors (of 32)")
