@@ -24,7 +24,7 @@ measured on `--evaluation` SST-2 dev sentences (`/work/shared/data/sst2`):
 - `chained_*`: all six layers cut at once at that rank: relative MSE of the last
   hidden state and mean cosine similarity of the mean-pooled sentence embeddings.
 
-Run: `nice -n 10 python -m tools.joint_qk_minilm` (a few minutes on 2 CPU cores).
+Run: `nice -n 10 python -m tools.joint_qk_minilm` (about 15 minutes on the shared 2-core build machine).
 """
 
 from __future__ import annotations
