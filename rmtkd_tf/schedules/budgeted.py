@@ -38,7 +38,7 @@ from rmtkd_tf.io import load_model, save_model
 from rmtkd_tf.model_walk import iter_graph_layers
 from rmtkd_tf.progress import FitProgress, emit, progress_of
 from rmtkd_tf.selection import layer_factors
-from rmtkd_tf.steps import accuracy, analyse, distil, seed_step
+from rmtkd_tf.steps import accuracy, analyse, calibration_inputs, distil, seed_step
 from rmtkd_tf.surgery import factorize_model
 
 
@@ -84,9 +84,24 @@ def _factors(cut, statistics, decisions):
             for path, rank in cut.ranks.items() if rank is not None}
 
 
-def _student(model, cut, statistics, decisions):
+def _student(model, cut, statistics, decisions, joint_moments=None):
     factors = _factors(cut, statistics, decisions)
-    return factorize_model(model, factors) if factors else None
+    if not factors:
+        return None
+    if joint_moments:
+        from rmtkd_tf.transformers.joint_qk_surgery import factorize_with_joint_qk
+
+        return factorize_with_joint_qk(model, factors, joint_moments)[0]
+    return factorize_model(model, factors)
+
+
+def joint_qk_moments(model, data, config):
+    """`{encoder path: QKMoments}` on the calibration inputs when `config.joint_qk`, else None."""
+    if not config.joint_qk:
+        return None
+    from rmtkd_tf.transformers.joint_qk_surgery import collect_qk_moments
+
+    return collect_qk_moments(model, calibration_inputs(data, config), batch_size=config.batch_size) or None
 
 
 def _target_index(ladder, config, state):
@@ -100,14 +115,14 @@ def _target_index(ladder, config, state):
     return index
 
 
-def _search_index(model, ladder, statistics, decisions, data, config, state, reference, log):
+def _search_index(model, ladder, statistics, decisions, data, config, state, reference, log, joint_moments=None):
     """Deepest cut whose validation accuracy before training is within `search_tolerance` points."""
     base = reference.accuracy
     # Bisection over ladder[1:]: the first cut, then at most ceil(log2(len - 1)) more.
     evaluations = 1 + math.ceil(math.log2(max(len(ladder) - 1, 1)))
 
     def passes(cut):
-        student = _student(model, cut, statistics, decisions)
+        student = _student(model, cut, statistics, decisions, joint_moments)
         acc = base if student is None else accuracy(student, data.x_validation, data.y_validation)
         drop = None if base is None or acc is None else base - acc
         state["search"].append({"params": cut.params, "flops": cut.flops, "relative_error": cut.relative_error,
@@ -203,14 +218,15 @@ class ShiftedCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "offset": self.offset}
 
 
-def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log):
+def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log,
+                    joint_moments=None):
     """The whole distillation budget from the original model, on a fresh surgery of `cut` (resumable).
 
     Returns the distilled student, or `surgery` when distillation made validation worse.
     """
     checkpoint = folder.named_checkpoint(f"attempt_{attempt['attempt']}")
     done = attempt.get("epochs_done", 0)
-    student = load_model(checkpoint) if done else _student(model, cut, statistics, decisions)
+    student = load_model(checkpoint) if done else _student(model, cut, statistics, decisions, joint_moments)
     epochs = config.distillation_epochs
     if done < epochs:
         steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
@@ -244,6 +260,7 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
     t0 = time.time()
     seed_step(config.seed, 0)
     ladder, decisions, statistics = build_ladder(model, data, config, rule, eligible, log=log)
+    joint_moments = joint_qk_moments(model, data, config)
     emit(log, "analysis", step=0, decisions=decisions)
     if len(ladder.layers) == 0:
         state["stopped"] = "no layer has a spectrum to cut"
@@ -260,7 +277,8 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         if has_target:
             state["cut_index"], state["cut_chosen_by"] = _target_index(ladder, config, state), "target"
         else:
-            state["cut_index"] = _search_index(model, ladder, statistics, decisions, data, config, state, reference, log)
+            state["cut_index"] = _search_index(model, ladder, statistics, decisions, data, config, state, reference, log,
+                                               joint_moments)
             state["cut_chosen_by"] = f"search: deepest cut within {config.search_tolerance:g} points before training"
         folder.save_state(state)
 
@@ -274,11 +292,18 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
     while index is not None and state["stopped"] is None:
         attempt = _current_attempt(state, index, ladder)
         cut = ladder.at(index)
-        surgery = _student(model, cut, statistics, decisions)
+        surgery = _student(model, cut, statistics, decisions, joint_moments)
+        if joint_moments and surgery is not None and "joint_qk_ranks" not in attempt:
+            # The ladder's query/key ranks were replaced by joint per-head ranks at no more parameters.
+            from rmtkd_tf.transformers.low_rank_encoder import joint_qk_rank
+
+            attempt["joint_qk_ranks"] = {path: joint_qk_rank(layer) for path, layer in iter_graph_layers(surgery)
+                                         if joint_qk_rank(layer) is not None}
         if "val_accuracy_after_surgery" not in attempt:
             attempt["val_accuracy_after_surgery"] = accuracy(surgery, data.x_validation, data.y_validation)
             folder.save_state(state)
-        student = _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log)
+        student = _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log,
+                                  joint_moments)
         check = reference.check(student, data, config)
         attempt.update(validation_check=check, accepted=check["accepted"], finished=True)
         log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")
