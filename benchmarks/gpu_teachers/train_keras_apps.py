@@ -12,13 +12,16 @@ Here (this checkout, TensorFlow's venv or any Python):
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \\
         -d .whl keras==3.15.1 namex==0.1.0 optree==0.20.0                                  # 2.9 MB
 
-On the GPU machine (the device tool's `run`, carry [".gpu_teachers/keras_apps", ".whl"]; a sketch, 10 min a call):
+On the GPU machine (the device tool's `run`, carry [".gpu_teachers/keras_apps", ".whl"]; 10 minutes a call;
+`run_keras_apps.sh` installs the wheels into /tmp/site and sets KERAS_BACKEND=jax, then runs this file):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \\
-        .whl/*.whl && export PYTHONPATH=/tmp/site KERAS_BACKEND=jax || exit
-    python3 benchmarks/gpu_teachers/train_keras_apps.py train --work /tmp/gk --max-seconds 420
-    python3 benchmarks/gpu_teachers/train_keras_apps.py pack --work /tmp/gk --out $OUT cifar10_mobilenetv2 \\
-        cifar10_efficientnetb0                               # then, in a second call, cifar10_resnet50 (45 MiB)
+    bash benchmarks/gpu_teachers/run_keras_apps.sh train --max-seconds 420            # all three, in parallel
+    bash benchmarks/gpu_teachers/run_keras_apps.sh pack cifar10_mobilenetv2 cifar10_efficientnetb0   # -> $OUT
+    bash benchmarks/gpu_teachers/run_keras_apps.sh pack cifar10_resnet50   # a second call: 45 MiB of shards
+
+NOT RUN YET on a GPU (the task that wrote it had no device): on a CPU with JAX 0.10.2 and Keras 3.15.1, `train
+--smoke` ran all three and `import` read them back with TensorFlow; the image's JAX (0.11.2 when last listed) with
+Keras 3.15.1, the epochs that fit in --max-seconds and the accuracies reached are unmeasured.
 
 Here again (TensorFlow; evaluates with the project's own CIFAR-10 loader and saves benchmarks/models/NAME.keras):
 
@@ -121,11 +124,13 @@ def pack_jpeg_folders(root: Path, out: Path) -> dict:
 
 
 def jpeg_files(pack, split, rows=None):
-    """The JPEG files of `split` (bytes, byte for byte as packed) and their labels."""
+    """The JPEG files of `split` (bytes, byte for byte as packed) and their labels; `rows`: a seeded subset."""
     header, offsets, scan = pack["header"].tobytes(), pack[f"{split}_offsets"], pack[f"{split}_scan"]
-    n = len(offsets) - 1 if rows is None else min(rows, len(offsets) - 1)
-    files = [header + scan[offsets[i] : offsets[i + 1]].tobytes() + JPEG_END for i in range(n)]
-    return files, pack[f"{split}_y"][:n].astype(np.int32)
+    n = len(offsets) - 1
+    # A subset (smoke runs) is a seeded draw across the classes, which are packed one after the other.
+    index = np.arange(n) if rows is None else np.sort(np.random.default_rng(0).permutation(n)[:rows])
+    files = [header + scan[offsets[i] : offsets[i + 1]].tobytes() + JPEG_END for i in index]
+    return files, pack[f"{split}_y"][index].astype(np.int32)
 
 
 def decode_jpegs(files):
