@@ -1,6 +1,9 @@
 """Seconds per step of keras.applications teachers on CIFAR-10 on this machine, and what a run would cost.
 
     nice -n 10 python -m tools.keras_apps_cost [--steps 30] [--out benchmarks/results/keras_apps_cost.json]
+    nice -n 10 python -m tools.keras_apps_cost --models MobileNetV2,EfficientNetB0 --resnet-sizes "" --out ...
+    nice -n 10 python -m tools.keras_apps_cost --models ResNet50 --no-32 --resnet-sizes 64,224 --out ...
+    python -m tools.keras_apps_cost --markdown RESULT.json [RESULT.json ...]   # BENCHMARKS.md's tables
 
 For ResNet-50, MobileNetV2 (alpha 1.0) and EfficientNet-B0 (`weights=None`, 10 classes, logits) at 32x32, and
 ResNet-50 upsampled inside the model (a `Resizing` layer in front, so it still takes CIFAR's 32x32 images),
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import os
 import platform
@@ -128,21 +132,27 @@ def time_distill(model, x, y, batch_size, warmup, steps):
 
 
 def time_collection(model, x, batch_size, batches=4):
-    """Seconds per calibration batch (tracing removed by differencing) and the MP rank decisions' seconds."""
-    t0, c0 = time.perf_counter(), time.process_time()
+    """Seconds per calibration batch and the MP rank decisions' seconds.
+
+    Each batch is timed through the collection's progress callback; the first call (1 batch) traces, the
+    second (`batches` batches, traced again: the collection builds its step per call) gives the median of
+    its batches after the first. (The results committed before this change differenced the two calls' totals,
+    which the machine's changing load can make negative: such a figure is reported and left out of estimates.)
+    """
     collect_activations(model, x[:batch_size], batch_size=batch_size)
-    t1, c1 = time.perf_counter(), time.process_time()
-    stats = collect_activations(model, x[: batches * batch_size], batch_size=batch_size)
-    t2, c2 = time.perf_counter(), time.process_time()
+    marks = [(time.perf_counter(), time.process_time())]
+    stats = collect_activations(model, x[: batches * batch_size], batch_size=batch_size,
+                                progress=lambda *_: marks.append((time.perf_counter(), time.process_time())))
+    marks = np.array(marks[1:])  # from the end of the first (tracing) batch
+    wall, cpu = np.diff(marks[:, 0]), np.diff(marks[:, 1])
     layers = dict(candidate_layers(model))
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     decide_ranks(layers, stats, get_rank_rule("mp", tau=0.5))
     t4, c4 = time.perf_counter(), time.process_time()
-    per_batch = ((t2 - t1) - (t1 - t0)) / (batches - 1)
-    return {"batch_size": batch_size, "batches": [1, batches], "candidate_layers": len(layers),
+    return {"batch_size": batch_size, "batches_timed": len(wall), "candidate_layers": len(layers),
             "largest_dim": max(s.dim for s in stats.values()),
-            "wall_s_per_batch": round(per_batch, 3), "cpu_s_per_batch": round(((c2 - c1) - (c1 - c0)) / (batches - 1), 3),
-            "first_call_wall_s": round(t1 - t0, 2)}, round(t4 - t3, 2), round(c4 - c2, 2)
+            "wall_s_per_batch": round(float(np.median(wall)), 3), "cpu_s_per_batch": round(float(cpu.mean()), 3),
+            }, round(t4 - t3, 2), round(c4 - c3, 2)
 
 
 def measure(label, application, size, x, y, args, full):
@@ -191,9 +201,11 @@ def compress_estimate(entry, measure, search_evaluations=15):
     calibration = min(COMPRESS["calibration_samples"], int(COMPRESS["calibration_fraction"] * CIFAR_TRAIN))
     train = CIFAR_TRAIN - val - int(COMPRESS["calibration_fraction"] * CIFAR_TRAIN)
     bs = COMPRESS["batch_size"]
+    per_batch = entry["collection"][f"{measure}_s_per_batch"] if "collection" in entry else None
+    measured = per_batch is not None and per_batch >= 0  # a negative difference: the load changed between calls
     parts = {
-        "calibration_s": math.ceil(calibration / bs) * entry["collection"][f"{measure}_s_per_batch"]
-        + entry[f"decide_ranks_{measure}_s"],
+        "calibration_s": (math.ceil(calibration / bs) * per_batch + entry[f"decide_ranks_{measure}_s"])
+        if measured else 0.0,
         "search_s_without_target": search_evaluations * val * per_image(entry["inference"], measure),
         "evaluation_s": 2 * (val + CIFAR_TEST) * per_image(entry["inference"], measure),
         "distillation_s": COMPRESS["distillation_epochs"] * math.ceil(train / bs) * entry["distill"][STEP[measure]],
@@ -202,6 +214,8 @@ def compress_estimate(entry, measure, search_evaluations=15):
     parts = {k: round(v, 1) for k, v in parts.items()}
     parts["total_h_with_target"] = round((total - parts["search_s_without_target"]) / 3600, 2)
     parts["total_h_without_target"] = round(total / 3600, 2)
+    if not measured:
+        parts["calibration_s"] = None  # not measured: left out of the totals
     return parts
 
 
@@ -217,6 +231,72 @@ def estimates(entry, measure):
     return out
 
 
+def markdown(payload):
+    """The two tables of BENCHMARKS.md's #15 section, from a result written by this script."""
+    def step(t):
+        return f"{t['wall_s_median']:.2f} / {t['cpu_s_mean']:.2f}" if t else "-"
+
+    lines = ["| model | input | params | MFLOPs / image | train step | inference batch | distillation step "
+             "| calibration batch | rank decisions |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in payload["results"].values():
+        collection = r.get("collection")
+        name = r["application"] + (f" (alpha {r['alpha']})" if "alpha" in r else "")
+        size = f"{r['input_size']}x{r['input_size']}" + (" (upsampled in the model)" if r["input_size"] != 32 else "")
+        calibration = (f"{collection['wall_s_per_batch']:.2f} / {collection['cpu_s_per_batch']:.2f}"
+                       if collection else "-")
+        ranks = f"{r['decide_ranks_wall_s']:.0f} / {r['decide_ranks_cpu_s']:.0f}" if collection else "-"
+        lines.append(f"| {name} | {size} | {r['params']:,} | {r['flops_per_image'] / 1e6:,.0f} "
+                     f"| {step(r['train'])} (batch {r['train']['batch_size']}) | {step(r['inference'])} "
+                     f"| {step(r.get('distill'))} | {calibration} | {ranks} |")
+    lines += ["", "| model | input | one epoch, h | teacher, 30 epochs, h | teacher, 100 epochs, h "
+              "| compress with a target, h | compress without (search), h |", "|---|---|---|---|---|---|---|"]
+    for r in payload["results"].values():
+        w, c = r["estimates"]["wall"], r["estimates"]["cpu"]
+
+        def pair(key, sub=None):
+            a, b = (w[key], c[key]) if sub is None else (w.get(key, {}).get(sub), c.get(key, {}).get(sub))
+            return "-" if a is None else f"{a:g} / {b:g}"
+
+        lines.append(f"| {r['application']} | {r['input_size']}x{r['input_size']} | {pair('train_epoch_h')} "
+                     f"| {pair('teacher_30_epochs_h')} | {pair('teacher_100_epochs_h')} "
+                     f"| {pair('compress', 'total_h_with_target')} | {pair('compress', 'total_h_without_target')} |")
+    return "\n".join(lines)
+
+
+def recover_from_log(log_path, out, command_as_run):
+    """The result of a run stopped before it wrote its JSON, from the lines it printed (its own measurements)."""
+    import ast
+
+    results, label, application, size = {}, None, None, None
+    for line in Path(log_path).read_text().splitlines():
+        if "@" in line and line.endswith(" params") and ":" in line:
+            label = line.split(":")[0]
+            application, size = label.split("@")[0], int(label.split("@")[1])
+            params = int(line.split(": ")[1].split()[0].replace(",", ""))
+            results[label] = {"application": application, "input_size": size, "params": params}
+        elif label and line.startswith("  ") and line.split()[0] in ("inference", "train", "distill"):
+            key, text = line.strip().split(" ", 1)
+            results[label][key] = ast.literal_eval(text)
+    for entry in results.values():
+        model = build(entry["application"], entry["input_size"])
+        entry["flops_per_image"] = int(model_flops(model))
+        entry["estimates"] = {m: estimates(entry, m) for m in STEP}
+    payload = {
+        "schema_version": 2, "kind": "cost", "name": Path(out).stem,
+        "command": "python -m tools.keras_apps_cost --recover-from-log LOG",
+        "command_as_run": command_as_run,
+        "recovered_from_log": str(log_path),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {"what": "the project's 2-core x86-64 CPU build machine, shared with other jobs at the time",
+                    "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__},
+        "assumptions": {"cifar10_train": CIFAR_TRAIN, "cifar10_test": CIFAR_TEST, "teacher_epochs": TEACHER_EPOCHS,
+                        "compress": COMPRESS, "compress_estimate": compress_estimate.__doc__.strip()},
+        "results": results, "complete": False,
+    }
+    write_json(out, payload)
+    return payload
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -230,13 +310,28 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
     parser.add_argument("--models", default="ResNet50,MobileNetV2,EfficientNetB0")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "keras_apps_cost.json"))
+    parser.add_argument("--recover-from-log", metavar="LOG", default=None,
+                        help="write --out from the printed measurements of a run stopped before its JSON")
+    parser.add_argument("--as-run", default=None, help="with --recover-from-log: the command that printed LOG")
+    parser.add_argument("--no-32", dest="at_32", action="store_false", help="only the upsampled ResNet-50 runs")
+    parser.add_argument("--markdown", metavar="RESULT", nargs="+", default=None,
+                        help="print the tables of these results (in order) and exit")
     args = parser.parse_args(argv)
+    if args.recover_from_log:
+        recover_from_log(args.recover_from_log, args.out, args.as_run)
+        return
+    if args.markdown:
+        results = {}
+        for path in args.markdown:
+            results.update(json.loads(Path(path).read_text())["results"])
+        print(markdown({"results": results}))
+        return
     tf.keras.utils.set_random_seed(0)
     t0 = time.time()
     data = load_data(args.data, limit=args.images, seed=0)
     x, y = data.x_train.astype("float32"), data.y_train.astype("int32")
     print(f"{len(x)} CIFAR-10 training images, shape {x.shape[1:]}", flush=True)
-    jobs = [(f"{name}@32", name, 32, True) for name in args.models.split(",") if name]
+    jobs = [(f"{name}@32", name, 32, True) for name in args.models.split(",") if name and args.at_32]
     if "ResNet50" in args.models.split(","):
         jobs += [(f"ResNet50@{s}", "ResNet50", int(s), False) for s in args.resnet_sizes.split(",") if s]
     results = {}
