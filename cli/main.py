@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from cli import quiet_tf
+from cli.library_constants import EXIT_INTERRUPTED, PRECISIONS
 
 DEFAULT_MODEL = "cifar10_cnn.keras"
 DEFAULT_DATA = "cifar10_sample.npz"
@@ -47,11 +48,6 @@ def _run_log(quiet, listeners=()):
     log = RunLog(quiet=quiet, listeners=listeners)
     log.t0 = t0
     return log
-
-
-# rmtkd_tf.errors.EXIT_INTERRUPTED, repeated so that `COMMAND --help` imports no rmtkd_tf module (which
-# would import TensorFlow); tests/test_cli_startup.py checks that the two agree.
-EXIT_INTERRUPTED = 130
 
 
 def _fail(exc):
@@ -311,7 +307,7 @@ def _compression_config(options):
                    "(every GPU of this host), multi-worker (the hosts of TF_CONFIG; same command on each, the "
                    "chief writes -o). --batch-size is the global batch.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8", "auto"]),
+@click.option("--precision", type=click.Choice(PRECISIONS + ("auto",)),
               default="fp32", show_default=True,
               help="Of the .tflite files (see `rmtkd-tf export --help`); auto: per model, the first of int8, int16x8, "
                    "int8-mixed, int8-dynamic, fp16, fp32 whose validation accuracy is within --max-drop of its "

@@ -11,7 +11,9 @@
    within `search_tolerance` points of the original (bisection on the ladder: about
    `log2(ladder length)` surgeries and validation passes, no training).
 4. **Cut once and distil** the student from the *original* teacher with the whole budget
-   (`distillation_epochs`, learning rate on a cosine decay to 0), checkpointing after every epoch.
+   (`distillation_epochs`, learning rate on a cosine decay to 0), checkpointing the student and
+   the optimizer's state (Adam's step count and moments) after every epoch, so that a resumed
+   distillation continues where it stopped.
 5. **Check** the student on validation, paired with the original model on the same examples
    (`rmtkd_tf.steps.ValidationReference`). Without a target, a student outside `max_drop` is
    discarded and the cut backed off to half its parameter saving (at most `max_attempts`
@@ -25,6 +27,9 @@ import math
 import time
 
 import keras
+import numpy as np
+
+from rmtkd_tf.atomic import atomic_path
 
 from rmtkd_tf.allocation import CutLadder, LayerBudget
 from rmtkd_tf.collection import candidate_layers
@@ -120,15 +125,57 @@ def _search_index(model, ladder, statistics, decisions, data, config, state, ref
     return 0 if index is None else index
 
 
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the student after every distillation epoch and records the progress in the state."""
+def optimizer_state_path(checkpoint):
+    """Where the optimizer's state of the attempt checkpointed at `checkpoint` (`attempt_N.keras`) is kept."""
+    return checkpoint.with_name(f"{checkpoint.stem}.optimizer.npz")
 
-    def __init__(self, student, path, attempt, folder, state):
+
+def save_optimizer_state(optimizer, path):
+    """The optimizer's variables (step count first, then Adam's moments) as `.npz`, written atomically."""
+    store = {}
+    optimizer.save_own_variables(store)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, iterations=np.int64(int(optimizer.iterations)), **{f"variable_{k}": v for k, v in store.items()})
+
+
+def load_optimizer_state(path, iterations):
+    """The saved variables (`save_own_variables` keys) if `path` holds the state after `iterations` steps, else None.
+
+    None when there is no file (a checkpoint written before the optimizer was saved) or when it is from another
+    step than the student checkpoint the run state points to.
+    """
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        if int(saved["iterations"]) != iterations:
+            return None
+        return {name.removeprefix("variable_"): saved[name] for name in saved.files if name.startswith("variable_")}
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the student and its optimizer's state after every distillation epoch, records the progress in
+    the state; restores a resumed distillation's optimizer state (`restore`, the saved variables) first."""
+
+    def __init__(self, student, path, attempt, folder, state, restore=None):
         super().__init__()
         self.student, self.path, self.attempt, self.folder, self.state = student, path, attempt, folder, state
+        self.restore = restore
+
+    def on_train_begin(self, logs=None):
+        if self.restore is None:
+            return
+        optimizer = self.model.optimizer
+        if not optimizer.built:  # Keras builds it on the first step; build it now on the same variables
+            with self.model.distribute_strategy.scope():
+                optimizer.build(self.student.trainable_variables)
+        if len(self.restore) != len(optimizer.variables):
+            raise RuntimeError(f"the saved optimizer state has {len(self.restore)} variables, the optimizer "
+                               f"{len(optimizer.variables)}")
+        optimizer.load_own_variables(self.restore)
 
     def on_epoch_end(self, epoch, logs=None):
         save_model(self.student, self.path)
+        save_optimizer_state(self.model.optimizer, optimizer_state_path(self.path))
         self.attempt["epochs_done"] = epoch + 1
         self.attempt["losses"] = {k: float(v) for k, v in (logs or {}).items()}
         self.folder.save_state(self.state)
@@ -167,14 +214,21 @@ def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, fo
     epochs = config.distillation_epochs
     if done < epochs:
         steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-        rate = ShiftedCosineDecay(config.distillation_learning_rate, epochs * steps_per_epoch,
-                                  offset=done * steps_per_epoch)
-        seed_step(config.seed, 20_000 + attempt["attempt"] * 100 + done)
+        # A resumed distillation takes up the optimizer where it stopped (its step count drives the schedule);
+        # from a checkpoint without it, a fresh optimizer on the schedule shifted by the steps done.
+        restore = load_optimizer_state(optimizer_state_path(checkpoint), done * steps_per_epoch) if done else None
+        offset = done * steps_per_epoch if restore is None else 0
+        rate = ShiftedCosineDecay(config.distillation_learning_rate, epochs * steps_per_epoch, offset=offset)
+        # The seeds of the uninterrupted run: the data order of epoch `done` is the one it saw (`distil`).
+        seed_step(config.seed, 20_000 + attempt["attempt"] * 100)
+        if done and restore is None:
+            log(f"resuming at epoch {done + 1} with a fresh optimizer (no saved optimizer state for that epoch)")
         log(f"distilling {cut.params} params from the original model: epochs {done + 1}-{epochs}")
         shown = FitProgress(log, f"distilling {cut.params:,} params", epochs, steps_per_epoch,
                             stage=f"attempt {attempt['attempt']}")
+        callbacks = [_EpochCheckpoint(student, checkpoint, attempt, folder, state, restore=restore), shown]
         distil(student, model, data, config, epochs, seed=config.seed * 1000 + attempt["attempt"], initial_epoch=done,
-               callbacks=[_EpochCheckpoint(student, checkpoint, attempt, folder, state), shown], learning_rate=rate)
+               callbacks=callbacks, learning_rate=rate)
     acc_distilled = accuracy(student, data.x_validation, data.y_validation)
     acc_surgery = attempt.get("val_accuracy_after_surgery")
     kept = not (acc_surgery is not None and acc_distilled is not None and acc_distilled < acc_surgery)
