@@ -201,8 +201,11 @@ def compress_estimate(entry, measure, search_evaluations=15):
     calibration = min(COMPRESS["calibration_samples"], int(COMPRESS["calibration_fraction"] * CIFAR_TRAIN))
     train = CIFAR_TRAIN - val - int(COMPRESS["calibration_fraction"] * CIFAR_TRAIN)
     bs = COMPRESS["batch_size"]
-    per_batch = entry["collection"][f"{measure}_s_per_batch"] if "collection" in entry else None
-    measured = per_batch is not None and per_batch >= 0  # a negative difference: the load changed between calls
+    collection = entry.get("collection") or {}
+    per_batch = collection.get(f"{measure}_s_per_batch")
+    # Results written before batches were timed one by one ("batches": [1, n]) differenced two calls' totals,
+    # whose tracing costs differ: not a measurement of a batch, so left out.
+    measured = "batches_timed" in collection and per_batch is not None and per_batch >= 0
     parts = {
         "calibration_s": (math.ceil(calibration / bs) * per_batch + entry[f"decide_ranks_{measure}_s"])
         if measured else 0.0,
@@ -243,8 +246,8 @@ def markdown(payload):
         name = r["application"] + (f" (alpha {r['alpha']})" if "alpha" in r else "")
         size = f"{r['input_size']}x{r['input_size']}" + (" (upsampled in the model)" if r["input_size"] != 32 else "")
         calibration = "-" if not collection else (
-            ("n/a" if collection["wall_s_per_batch"] < 0 else f"{collection['wall_s_per_batch']:.2f}")
-            + f" / {collection['cpu_s_per_batch']:.2f}")
+            f"{collection['wall_s_per_batch']:.2f} / {collection['cpu_s_per_batch']:.2f}"
+            if "batches_timed" in collection else "n/a")
         ranks = f"{r['decide_ranks_wall_s']:.0f} / {r['decide_ranks_cpu_s']:.0f}" if collection else "-"
         lines.append(f"| {name} | {size} | {r['params']:,} | {r['flops_per_image'] / 1e6:,.0f} "
                      f"| {step(r['train'])} (batch {r['train']['batch_size']}) | {step(r['inference'])} "
@@ -259,8 +262,8 @@ def markdown(payload):
             a, b = (w[key], c[key]) if sub is None else (w.get(key, {}).get(sub), c.get(key, {}).get(sub))
             if a is None:
                 return "-"
-            partial = sub is not None and w[key]["calibration_s"] is None  # wall calibration not measured
-            return f"{a:g}{'*' if partial else ''} / {b:g}"
+            partial = sub is not None and w[key]["calibration_s"] is None  # calibration not measured
+            return f"{a:g} / {b:g}{'*' if partial else ''}"
 
         lines.append(f"| {r['application']} | {r['input_size']}x{r['input_size']} | {pair('train_epoch_h')} "
                      f"| {pair('teacher_30_epochs_h')} | {pair('teacher_100_epochs_h')} "
