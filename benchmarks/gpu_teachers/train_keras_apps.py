@@ -20,8 +20,9 @@ On the GPU machine (the device tool's `run`, carry [".gpu_teachers/keras_apps", 
     bash benchmarks/gpu_teachers/run_keras_apps.sh pack cifar10_resnet50   # a second call: 45 MiB of shards
 
 NOT RUN YET on a GPU (the task that wrote it had no device): on a CPU with JAX 0.10.2 and Keras 3.15.1, `train
---smoke` ran all three and `import` read them back with TensorFlow; the image's JAX (0.11.2 when last listed) with
-Keras 3.15.1, the epochs that fit in --max-seconds and the accuracies reached are unmeasured.
+--smoke` ran all three, their JAX-saved .keras files loaded with TensorFlow, and `import` read MobileNetV2's
+shards back; the image's JAX (0.11.2 when last listed) with Keras 3.15.1, the epochs that fit in --max-seconds
+and the accuracies reached are unmeasured.
 
 Here again (TensorFlow; evaluates with the project's own CIFAR-10 loader and saves benchmarks/models/NAME.keras):
 
