@@ -121,16 +121,25 @@ def _search_index(model, ladder, statistics, decisions, data, config, state, ref
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the student after every distillation epoch and records the progress in the state."""
+    """Saves the student after every distillation epoch and records the progress in the state.
 
-    def __init__(self, student, path, attempt, folder, state):
+    With `data`, also the student's validation accuracy after each epoch (`val_accuracy_by_epoch`), so a
+    report can say how distillation moved it (one validation pass per epoch).
+    """
+
+    def __init__(self, student, path, attempt, folder, state, data=None):
         super().__init__()
         self.student, self.path, self.attempt, self.folder, self.state = student, path, attempt, folder, state
+        self.data = data
 
     def on_epoch_end(self, epoch, logs=None):
         save_model(self.student, self.path)
         self.attempt["epochs_done"] = epoch + 1
         self.attempt["losses"] = {k: float(v) for k, v in (logs or {}).items()}
+        if self.data is not None:
+            by_epoch = self.attempt.setdefault("val_accuracy_by_epoch", [])
+            del by_epoch[epoch:]  # a resumed run may have recorded an epoch it then redid
+            by_epoch.append(accuracy(self.student, self.data.x_validation, self.data.y_validation))
         self.folder.save_state(self.state)
 
 
@@ -174,7 +183,7 @@ def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, fo
         shown = FitProgress(log, f"distilling {cut.params:,} params", epochs, steps_per_epoch,
                             stage=f"attempt {attempt['attempt']}")
         distil(student, model, data, config, epochs, seed=config.seed * 1000 + attempt["attempt"], initial_epoch=done,
-               callbacks=[_EpochCheckpoint(student, checkpoint, attempt, folder, state), shown], learning_rate=rate)
+               callbacks=[_EpochCheckpoint(student, checkpoint, attempt, folder, state, data), shown], learning_rate=rate)
     acc_distilled = accuracy(student, data.x_validation, data.y_validation)
     acc_surgery = attempt.get("val_accuracy_after_surgery")
     kept = not (acc_surgery is not None and acc_distilled is not None and acc_distilled < acc_surgery)
