@@ -57,8 +57,11 @@ def test_every_committed_result_reads_and_keeps_its_original_command(path):
     result = schema.read_result(path)
     assert result["schema_version"] == schema.SCHEMA_VERSION and result["kind"] in schema.KINDS
     command, as_run = _recorded(path)
-    assert as_run, f"{path.name}: the command it was run with is kept as command_as_run"
     assert command.startswith(("python -m benchmarks ", "python -m tools.", "python -m pytest "))
+    if as_run is None:  # written by the driver or a tool itself: its command is the one it was run with
+        assert command.startswith("python -m tools.") or "--task" in shlex.split(command), path.name
+    else:
+        assert as_run.strip(), f"{path.name}: the command it was run with is kept as command_as_run"
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
@@ -78,6 +81,14 @@ def test_recorded_command_maps_to_the_settings_it_was_run_with(path):
         return
     args = _parse_driver_command(command)
     assert args.config is not None and args.config["_path"].is_file()
+    if as_run is None:  # run by the driver: the settings it recorded are the ones its command parses to now
+        recorded = schema.read_result(path)["settings"]
+        parsed = _settings(args)
+        shared = set(recorded) & set(parsed)
+        assert {"schedule", "epochs", "target_params", "seed"} <= shared
+        assert {k: recorded[k] for k in shared} == {k: parsed[k] for k in shared}, path.name
+        assert "differs_from_as_run" not in args.config
+        return
     new, old = _settings(args), _settings(_parse_as_run(as_run))
     declared = args.config.get("differs_from_as_run", {})
     differing = {key for key in new if new[key] != old.get(key)}
@@ -122,6 +133,16 @@ def test_flags_override_the_config_and_name_takes_the_seed():
     assert args.seed == 2 and args.limit == 100 and args.name == "cifar10_mlp_seed2"
     assert args.target_params == 0.2 and args.methods == "rmtkd-mp,rmtkd-iterative,svd-rmtkd-ranks"
     assert args.seeds == [0, 1, 2]
+
+
+def test_feature_weight_reaches_the_compression_config_and_the_recorded_settings():
+    from benchmarks.compare import settings_record
+
+    args = driver.parse(["compress", "--teacher", "t.keras", "--data", "d", "--feature-weight", "0.5"])
+    assert args.feature_weight == 0.5
+    assert driver.parse(["compare", "--teacher", "t.keras", "--data", "d"]).feature_weight == 0.0
+    finetune = {"alpha": 0.7, "temperature": 4.0}
+    assert settings_record(args, "compress", "model", finetune)["feature_weight"] == 0.5
 
 
 def test_compress_keeps_the_old_model_flag_and_its_defaults():
