@@ -6,8 +6,14 @@ Example:
 
     rmtkd-tf export student.keras -o student.tflite --precision auto --data cifar10 --max-drop 1
 
+    rmtkd-tf export run/student.keras -o student_int8.tflite --precision int8 --data /path/to/sst2
+
 With `--data`, calibration samples (int8, int16x8, int8-mixed) come from the training split and
-verification samples from the test split of `rmtkd_tf.data.load_data(SPEC)`. `--precision auto`
+verification samples from the test split of `rmtkd_tf.data.load_data(SPEC)`. Raw text (SST-2, AG News,
+any CSV/TSV) is tokenized for a BERT-style model exactly as `rmtkd-tf compress` does
+(`rmtkd_tf.pipeline.encode_text_splits`): with the vocabulary beside the model (`student.keras` ->
+`student.vocab.txt`, which compress writes into its run folder) or `--tokenizer`, to the model's
+sequence length. `--precision auto`
 tries int8, int16x8, int8-mixed, int8-dynamic, fp16, fp32 in that order and writes the first whose
 accuracy on the data's validation split (its test split when it has none) is within `--max-drop`
 points of the Keras model (`rmtkd_tf.precision_search`), printing what it tried.
@@ -16,16 +22,13 @@ points of the Keras model (`rmtkd_tf.precision_search`), printing what it tried.
 from __future__ import annotations
 
 import os
+import types
 
 import click
 import numpy as np
 
-# `rmtkd_tf.export.PRECISIONS`, `CALIBRATED_PRECISIONS` and `EXPORTERS`, repeated here so that
-# `rmtkd-tf export --help` needs no TensorFlow (importing any rmtkd_tf module imports it);
-# tests/test_cli_startup.py checks that the copies agree.
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
-CALIBRATED_PRECISIONS = ("int8", "int16x8", "int8-mixed")
-EXPORTERS = ("auto", "keras-litert", "saved-model")
+# The library's values, read without importing TensorFlow (see cli.library_constants).
+from cli.library_constants import CALIBRATED_PRECISIONS, EXPORTERS, PRECISIONS
 
 
 def _load_data(spec, *, limit=None, image_size=None, seed=0):
@@ -63,6 +66,21 @@ def _first_line(error, limit=300):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     line = lines[0] if lines else type(error).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _tokenized(model, model_path, splits, tokenizer):
+    """`splits` with its texts encoded as `compress` encodes them (`rmtkd_tf.pipeline.encode_text_splits`:
+    the vocabulary beside the model, `name.vocab.txt`, unless `--tokenizer` names one)."""
+    from rmtkd_tf.errors import RMTKDError
+    from rmtkd_tf.pipeline import encode_text_splits
+
+    try:
+        x_train, x_test, x_val, _ = encode_text_splits(model, model_path, splits, tokenizer,
+                                                       log=lambda line: click.echo(line, err=True))
+    except (RMTKDError, ValueError, OSError) as error:
+        raise click.ClickException(_first_line(error)) from None
+    return types.SimpleNamespace(**{**vars(splits), "x_train": x_train, "x_test": x_test, "x_val": x_val,
+                                    "modality": "tokens"})
 
 
 def _image_size(model):
@@ -135,7 +153,12 @@ def _format_size(n_bytes):
 )
 @click.option(
     "--data", "data_spec", default=None, metavar="SPEC",
-    help="Data set for rmtkd_tf.data.load_data: train split calibrates int8, test split verifies.",
+    help="Data set for rmtkd_tf.data.load_data: train split calibrates int8, test split verifies. "
+         "Raw text (CSV/TSV) is tokenized with the vocabulary beside the model, as compress does.",
+)
+@click.option(
+    "--tokenizer", type=click.Path(exists=True), default=None,
+    help="Text data: vocab.txt or HF folder to encode it with (default: <model>.vocab.txt, as compress).",
 )
 @click.option(
     "--representative-samples", default=200, show_default=True, type=click.IntRange(min=1),
@@ -160,7 +183,7 @@ def _format_size(n_bytes):
 )
 @click.option("--overwrite", is_flag=True, help="Let -o / --report-json replace files that are not a .tflite / JSON report.")
 def export(
-    model_path, output_path, precision, max_drop, confidence, exporter, data_spec, representative_samples,
+    model_path, output_path, precision, max_drop, confidence, exporter, data_spec, tokenizer, representative_samples,
     verify_samples, seed, validation_samples, report_json, unsafe, overwrite,
 ):
     """Convert MODEL.keras to a .tflite that uses TFLite builtin ops only, and verify it."""
@@ -169,7 +192,7 @@ def export(
 
     if not os.path.isfile(model_path):
         raise click.ClickException(f"no such model file: {model_path}")
-    inputs = {"model": model_path, "data": data_spec}
+    inputs = {"model": model_path, "data": data_spec, "tokenizer": tokenizer}
     try:
         check_output_file(output_path, inputs, overwrite=overwrite, replaceable=looks_like_tflite, kind=".tflite model")
         if report_json is not None:
@@ -197,10 +220,10 @@ def export(
                 f"cannot load data {data_spec!r}: {_first_line(error)}"
             ) from error
         if getattr(splits, "modality", None) == "text":
-            raise click.ClickException(
-                f"--data {data_spec} holds raw text, but the .tflite takes the model's numeric "
-                "inputs; pass an .npz of tokenized x_train/x_test instead"
-            )
+            splits = _tokenized(model, model_path, splits, tokenizer)
+        elif tokenizer is not None:
+            raise click.ClickException(f"--tokenizer was given but --data {data_spec} is "
+                                       f"{getattr(splits, 'modality', 'numeric')} data, not text")
         if calibrated:
             representative, _ = _random_subset(
                 splits.x_train, None, representative_samples, seed

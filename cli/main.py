@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from cli import quiet_tf
+from cli.library_constants import EXIT_INTERRUPTED, PRECISIONS
 
 DEFAULT_MODEL = "cifar10_cnn.keras"
 DEFAULT_DATA = "cifar10_sample.npz"
@@ -47,11 +48,6 @@ def _run_log(quiet, listeners=()):
     log = RunLog(quiet=quiet, listeners=listeners)
     log.t0 = t0
     return log
-
-
-# rmtkd_tf.errors.EXIT_INTERRUPTED, repeated so that `COMMAND --help` imports no rmtkd_tf module (which
-# would import TensorFlow); tests/test_cli_startup.py checks that the two agree.
-EXIT_INTERRUPTED = 130
 
 
 def _fail(exc):
@@ -300,6 +296,10 @@ def _compression_config(options):
               help="Softmax temperature T of the distillation's KL term (scaled by T^2).")
 @click.option("--feature-weight", type=float, default=0.0, show_default=True,
               help="Weight of intermediate-feature distillation: the factorized layers' outputs matched to the teacher's.")
+@click.option("--joint-qk", "joint_qk", is_flag=True,
+              help="budgeted: an encoder whose query and key are both cut gets them factorized jointly (each head's "
+                   "query-key bilinear form, key dim r) at no more parameters than the two separate cuts. Off by "
+                   "default: on pretrained MiniLM-L6 it is worse than the separate cuts (BENCHMARKS.md).")
 @click.option("--calibration-samples", type=int, default=2048, show_default=True,
               help="Cap on the calibration examples whose activations are collected: the calibration set is "
                    "--calibration-fraction of the training split, and this caps it (the embedded default's "
@@ -311,7 +311,7 @@ def _compression_config(options):
                    "(every GPU of this host), multi-worker (the hosts of TF_CONFIG; same command on each, the "
                    "chief writes -o). --batch-size is the global batch.")
 @click.option("--export/--no-export", "do_export", default=True, show_default=True, help="Write student.tflite (and teacher.tflite).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8", "auto"]),
+@click.option("--precision", type=click.Choice(PRECISIONS + ("auto",)),
               default="fp32", show_default=True,
               help="Of the .tflite files (see `rmtkd-tf export --help`); auto: per model, the first of int8, int16x8, "
                    "int8-mixed, int8-dynamic, fp16, fp32 whose validation accuracy is within --max-drop of its "
@@ -325,7 +325,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
              target_flops, max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation,
              confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
-             feature_weight, calibration_samples, resume, strategy, do_export, precision, tensorboard_dir=None,
+             feature_weight, joint_qk, calibration_samples, resume, strategy, do_export, precision, tensorboard_dir=None,
              embedded_settings=None):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite, report.json and report.md to -o.
 

@@ -86,6 +86,10 @@ class CompressionConfig:
     alpha: float = 0.7
     temperature: float = 4.0
     feature_weight: float = 0.0  # > 0: also match the factorized layers' outputs to the teacher's (rmtkd_tf.features)
+    # budgeted: an encoder whose query and key are both cut gets them factorized jointly (rmtkd_tf.joint_qk) at
+    # no more parameters than the two separate cuts; off by default: worse than the separate cuts on pretrained
+    # MiniLM-L6 at equal parameters (BENCHMARKS.md, "Joint query/key"), so not offered to the allocation either.
+    joint_qk: bool = False
     calibration_samples: int = 2048
     seed: int = 0
     confidence: float = 0.95  # two-sided level of the validation drop's interval (rmtkd_tf.acceptance)
@@ -117,6 +121,10 @@ class CompressionConfig:
         self.seed = check_integer(self.seed, "seed", minimum=0, error=RMTKDError)
         if not self.distillation_learning_rate > 0:
             raise RMTKDError(f"distillation_learning_rate must be > 0, got {self.distillation_learning_rate}")
+        if not isinstance(self.joint_qk, bool):
+            raise RMTKDError(f"joint_qk must be true or false, got {self.joint_qk!r}")
+        if self.joint_qk and self.schedule != "budgeted":
+            raise RMTKDError("joint_qk is an option of the budgeted schedule")
         if not self.feature_weight >= 0:
             raise RMTKDError(f"feature_weight must be >= 0, got {self.feature_weight}")
         if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, numbers.Real) or not (

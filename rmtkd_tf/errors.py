@@ -9,9 +9,7 @@ Exit codes of the `rmtkd-tf` command (see the README's table of cases):
 - 130: interrupted (Ctrl-C / SIGINT).
 """
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from rmtkd_tf.constants import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE  # noqa: F401  (the CLI reads them there too)
 
 
 class RMTKDError(ValueError):

@@ -17,7 +17,9 @@ Precisions (`PRECISIONS`), smallest and most integer first as `rmtkd_tf.precisio
   details): `q = clip(round(x / scale) + zero_point, -128, 127).astype(int8)`,
   and read outputs back as `(q.astype(float32) - zero_point) * scale`.
   `tflite_predict` does both for you. Integer inputs (e.g. token ids) are left
-  as they are.
+  as they are. Traced under `quantization_friendly` like int16x8 (embeddings as a plain gather,
+  whose table the converter quantizes), so a keras-hub BERT's masked softmax is calibrated on its
+  real attention scores and no float op is left inside (Keras' layer norm leaves a float NEG).
 - `"int16x8"`: int8 weights, int16 activations
   (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`), calibrated like int8, float
   input and output tensors. The few ops with no 16x8 kernel (in a BERT: the CAST of the padding mask,
@@ -31,6 +33,8 @@ Precisions (`PRECISIONS`), smallest and most integer first as `rmtkd_tf.precisio
   GELU and the mean / variance / rsqrt of layer norms), which stay float32; float input and output
   tensors. Built with TFLite's selective quantization (`tf.lite.experimental.QuantizationDebugger`,
   `denylisted_ops`), which needs the converter object, so it always takes the SavedModel path.
+  Traced under `quantization_friendly` for the masked softmax and embeddings (int8 tables with a
+  scale per row); Keras' own layer norm is kept, its SQUARED_DIFFERENCE among the float ops.
 - `"int8-dynamic"`: dynamic-range quantization: int8 weights, float activations.
 - `"fp16"`: weights stored as float16 (about half the size), computed in float32.
 - `"fp32"`: plain float conversion.
@@ -62,13 +66,11 @@ import warnings
 import numpy as np
 
 from rmtkd_tf.arguments import check_integer
+# PRECISIONS, CALIBRATED_PRECISIONS (calibrated on representative data) and EXPORTERS (conversion paths) live
+# in rmtkd_tf.constants, where the CLI reads them without TensorFlow.
+from rmtkd_tf.constants import CALIBRATED_PRECISIONS, EXPORTERS, PRECISIONS  # noqa: F401
 from rmtkd_tf.errors import RMTKDError
 
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
-# Precisions calibrated on representative data.
-CALIBRATED_PRECISIONS = ("int8", "int16x8", "int8-mixed")
-# Conversion paths: "auto" takes Keras' LiteRT exporter where it exists and can trace the model.
-EXPORTERS = ("auto", "keras-litert", "saved-model")
 # TFLite ops kept in float32 by "int8-mixed": softmax, GELU, and a layer norm's mean / variance / rsqrt.
 FRAGILE_OPS = ("SOFTMAX", "GELU", "MEAN", "SQUARED_DIFFERENCE", "RSQRT")
 
@@ -326,8 +328,14 @@ def convert_tflite(
     return Conversion(flatbuffer, precision, used, note, op_histogram, mapper)
 
 
-# Precisions converted from the model traced under `quantization_friendly` (see the module doc).
-REWRITTEN_PRECISIONS = ("int16x8",)
+# Precisions converted from the model traced under `quantization_friendly` (see the module doc): every
+# calibrated one, since a masked softmax's -1e9 fill sets the range of its quantized input whatever the
+# activation width (int8: a step of ~4e6, every real attention score rounds to one value).
+REWRITTEN_PRECISIONS = ("int16x8", "int8", "int8-mixed")
+# Precisions whose embedding tables are stored int8 with a scale per row by the rewrite. Full int8 keeps
+# the plain gather, whose table the converter quantizes itself, so the graph stays integer (the per-row
+# rows would be cast to float and re-quantized).
+ROW_SCALED_EMBEDDINGS = ("int16x8", "int8-mixed")
 
 
 def _rewritten_for(model, precision):
@@ -335,7 +343,10 @@ def _rewritten_for(model, precision):
         return contextlib.nullcontext()
     from rmtkd_tf.quantization_rewrites import quantization_friendly
 
-    return quantization_friendly(model, int8_embeddings=True)
+    # int8-mixed keeps Keras' layer norm: its SQUARED_DIFFERENCE is one of the FRAGILE_OPS kept float,
+    # where the rewrite's variance would square in int8 (its NEG runs in float there anyway).
+    return quantization_friendly(model, int8_embeddings=precision in ROW_SCALED_EMBEDDINGS,
+                                 layer_norm=precision != "int8-mixed")
 
 
 def _convert_either_way(model, precision, representative_data, max_representative_samples, exporter):

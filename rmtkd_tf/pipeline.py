@@ -23,6 +23,7 @@ class Task:
     splits: object  # rmtkd_tf.data.DataSplits
     description: str
     validation_warning: str | None = None  # logged by compress_task: validation carved from train
+    tokenizer: object = None  # text data: the tokenizer that encoded it (its vocabulary is saved beside the student)
 
 
 def _input_shape(model):
@@ -44,17 +45,36 @@ def _check_shape(model, x, spec):
         )
 
 
-def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log):
-    """Token-id inputs for a BERT-style model: `(x_train, x_test, x_val)` dicts of int32 arrays (or None)."""
+def encode_text_splits(model, model_path, splits, tokenizer=None, sequence_length=None, log=print):
+    """Token-id inputs for a BERT-style model from raw-text `splits`: `(x_train, x_test, x_val, tokenizer)`.
+
+    Each `x_*` is a dict of int32 arrays (`token_ids`, `padding_mask`, `segment_ids`), or None where the
+    split is None. The texts are encoded with `tokenizer` (a keras-hub BertTokenizer, or the path of a
+    `vocab.txt` or of a Hugging Face folder) or, by default, with the vocabulary saved beside the model
+    (`name.keras` -> `name.vocab.txt`, `rmtkd_tf.transformers.tokenizer_for_model`), to the model's fixed
+    input length, else to `sequence_length` (default 128) tokens. `compress`, `analyze` and `export` all
+    encode through here. Raises `RMTKDError` (one line) for a model without a `token_ids` input, a model
+    in memory without a tokenizer, a missing vocabulary or a length the model does not take.
+    """
     from rmtkd_tf.transformers.bert import (
         DEFAULT_SEQUENCE_LENGTH,
         load_bert_tokenizer,
         model_sequence_length,
+        takes_token_ids,
         tokenizer_for_model,
         vocabulary_path,
     )
     from rmtkd_tf.transformers.text import encode_texts
 
+    if not takes_token_ids(model):
+        shape = _input_shape(model)
+        raise RMTKDError(
+            "text data needs a BERT-style model with token_ids, padding_mask and segment_ids inputs; "
+            f"{model_path or 'the model'} takes {shape if shape is not None else [t.name for t in model.inputs]} inputs"
+        )
+    if model_path is None and tokenizer is None:
+        raise RMTKDError("text data with a model given in memory needs its tokenizer: pass the model's .keras "
+                         "path (its vocabulary lies beside it) instead of the model")
     fixed = model_sequence_length(model)
     if fixed is not None and sequence_length is not None and int(sequence_length) != fixed:
         raise RMTKDError(f"{model_path} takes sequences of {fixed} tokens, not {sequence_length}")
@@ -69,11 +89,11 @@ def _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, l
     log(f"encoding texts with {source} (lowercase={tokenizer.lowercase}), {length} tokens per text")
     x_train = encode_texts(splits.x_train, tokenizer, length)
     x_test = None if splits.x_test is None else encode_texts(splits.x_test, tokenizer, length)
-    x_val = None if splits.x_val is None else encode_texts(splits.x_val, tokenizer, length)
-    truncated = float(np.mean(x_train["padding_mask"][:, -1] == 1))
+    x_val = None if getattr(splits, "x_val", None) is None else encode_texts(splits.x_val, tokenizer, length)
+    truncated = float(np.mean(x_train["padding_mask"][:, -1] == 1)) if len(splits.x_train) else 0.0
     if truncated > 0.05:
         log(f"warning: {100 * truncated:.1f}% of the training texts are cut at {length} tokens")
-    return x_train, x_test, x_val
+    return x_train, x_test, x_val, tokenizer
 
 
 def load_task(model_path, data_spec, unsafe=False, limit=None, seed=0, calibration_fraction=0.1,
@@ -123,18 +143,10 @@ def task_for_model(model, data_spec, *, model_path=None, limit=None, seed=0, cal
     choice = choose_validation(splits, validation, limit=limit, image_size=image_size, seed=seed)
     splits = choice.splits  # the validation (and, for test-split, the test half) to use
     x_train, x_test, x_own_val = splits.x_train, splits.x_test, splits.x_val
+    text_tokenizer = None
     if splits.modality == "text":
-        from rmtkd_tf.transformers.bert import takes_token_ids
-
-        if not takes_token_ids(model):
-            raise RMTKDError(
-                "text data needs a BERT-style model with token_ids, padding_mask and segment_ids inputs; "
-                f"{model_path or 'the model'} takes {shape if shape is not None else [t.name for t in model.inputs]} inputs"
-            )
-        if model_path is None and tokenizer is None:
-            raise RMTKDError("text data with a model given in memory needs its tokenizer: pass the model's .keras "
-                             "path (its vocabulary lies beside it) instead of the model")
-        x_train, x_test, x_own_val = _encode_text_splits(model, model_path, splits, tokenizer, sequence_length, log)
+        x_train, x_test, x_own_val, text_tokenizer = encode_text_splits(model, model_path, splits, tokenizer,
+                                                                         sequence_length, log)
     elif tokenizer is not None:
         raise RMTKDError(f"a tokenizer was given but --data {data_spec} is {splits.modality} data, not text")
     _check_shape(model, x_train, data_spec)
@@ -166,7 +178,7 @@ def task_for_model(model, data_spec, *, model_path=None, limit=None, seed=0, cal
         f"fine-tuning {len(data.y_train)}")
     warning = carved_from_train_warning(len(y_val), automatic=validation == "auto") if choice.carve_from_train else None
     return Task(model=model, model_path=None if model_path is None else Path(model_path), data=data, splits=splits, description=description,
-                validation_warning=warning)
+                validation_warning=warning, tokenizer=text_tokenizer)
 
 
 def analyze_model(task, rank_rule, rule_params, output_dir, plots=True, log=print):
@@ -277,6 +289,8 @@ def _compress_task(task, config, output_dir, resume, export_precision, log, writ
 
     ensure_finite_weights(student, "the student")
     save_model(student, output_dir / "student.keras")
+    if task.tokenizer is not None:
+        _save_student_vocabulary(task.tokenizer, output_dir / "student.keras", log)
     report["model"] = str(task.model_path) if task.model_path is not None else f"{task.model.name} (in memory)"
     report["data"] = task.description
     report["validation"] = {"origin": task.data.validation_origin, "examples": n_rows(task.data.x_validation)}
@@ -293,6 +307,19 @@ def _compress_task(task, config, output_dir, resume, export_precision, log, writ
     if write_report:
         _write_run_report(output_dir, report, spectra, log)
     return student, report
+
+
+def _save_student_vocabulary(tokenizer, student_path, log):
+    """`student.vocab.txt` beside `student.keras`, so `export --data TEXT` and `analyze` encode as compress did."""
+    from rmtkd_tf.transformers.bert import save_vocabulary
+
+    try:
+        path = save_vocabulary(tokenizer, student_path)
+    except RMTKDError as error:  # a tokenizer whose lower-casing its vocabulary does not say: never lose the run
+        log(f"warning: {Path(student_path).name}'s vocabulary not saved: {error}")
+        return None
+    log(f"wrote {path}")
+    return path
 
 
 def _write_run_report(output_dir, report, spectra, log):

@@ -1,7 +1,12 @@
-"""Export-time rewrites of Keras layers into forms that TFLite's 16x8 quantizer can handle.
+"""Export-time rewrites of Keras layers into forms that TFLite's quantizers (16x8 and int8) handle.
 
 TFLite's int16-activation quantizer (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`) cannot
-quantize three things a keras-hub BERT contains, and quantizes a fourth badly:
+quantize three things a keras-hub BERT contains, and quantizes a fourth badly. `rmtkd_tf.export` traces
+int8 and int8-mixed conversions under the same rewrites: the masked-softmax fill matters as much there
+(an int8 step of ~4e6 for a calibrated range of ~1e9: every real score rounds to one value), and in full
+int8 Keras' layer norm leaves a float NEG that the rewrite removes (int8-mixed keeps Keras' layer norm,
+`layer_norm=False`, whose squared difference it keeps in float; full int8 keeps the plain gather,
+`int8_embeddings=False`, so the graph stays integer):
 
 - `keras.layers.Embedding` looks its ids up through `ops.take`, which wraps negative ids
   (`where(ids < 0, ids + n, ids)`): integer ADD / SELECT_V2 ops the quantizer tries to give an
@@ -19,7 +24,14 @@ quantize three things a keras-hub BERT contains, and quantizes a fourth badly:
   attention score. Rewritten with `min(x) - 30` at masked positions instead (a weight of e^-30 relative
   to the smallest real score, below float32 resolution of the result), keeping the range of real scores.
 
-Each rewrite computes the same function as the Keras layer in float (tested to float32 rounding). They
+Keras' own `MultiHeadAttention` (not keras-hub's, which calls its `Softmax` layer itself) computes masked
+attention with the fused `ops.dot_product_attention`, which fills masked scores with the float32 minimum;
+under the rewrite it takes its explicit-scores path instead (einsum, its `Softmax` sublayer, einsum), so the
+softmax rewrite applies there too (a query with every key masked then gets zero attention, as on Keras' own
+explicit path, where the fused kernel averages all values; encoded texts always keep `[CLS]` and `[SEP]`).
+
+Each rewrite computes the same function as the Keras layer in float (tested to float32 rounding; the one
+exception is the fully masked attention row above). They
 patch the `call` of the model's own layer instances only while the context is open (the model is
 traced for conversion inside it) and restore them on exit; nothing is saved with the model.
 
@@ -109,13 +121,38 @@ def _softmax_call(self, inputs, mask=None):
         mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
     floor = ops.subtract(ops.min(inputs, axis=axis, keepdims=True), MASKED_SCORE_MARGIN)
     outputs = keras.activations.softmax(ops.where(mask, inputs, floor), axis=axis)
-    return ops.where(mask, outputs, ops.zeros_like(outputs))
+    return ops.where(mask, outputs, ops.cast(0.0, outputs.dtype))
 
 
-def _rewrite_for(layer, int8_embeddings):
+def _attention_scores_call(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, **kwargs):
+    """Keras' explicit-scores attention (einsum, its `Softmax` sublayer, einsum) instead of `ops.dot_product_attention`.
+
+    The fused op masks with the float32 minimum (a calibrated range of ~3e38); the explicit path goes
+    through the layer's `Softmax`, which `_softmax_call` rewrites. Same function in float, except (Keras'
+    own difference between its two paths) for a query whose every key is masked: the fused kernel
+    averages all the values, the explicit path gives zero attention.
+    """
+    outputs, scores = type(self)._compute_attention(self, query, key, value, attention_mask, training, True,
+                                                    **kwargs)
+    return outputs, (scores if return_attention_scores else None)
+
+
+def _rewrite_for(layer, int8_embeddings, layer_norm=True):
+    """`(method name, replacement)` for `layer`, or None when it is left as it is."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        keras_own = type(layer)._compute_attention is keras.layers.MultiHeadAttention._compute_attention
+        if not keras_own or getattr(layer, "_flash_attention", None):
+            return None
+        return "_compute_attention", _attention_scores_call
+    call = _call_rewrite_for(layer, int8_embeddings, layer_norm)
+    return None if call is None else ("call", call)
+
+
+def _call_rewrite_for(layer, int8_embeddings, layer_norm):
     """The replacement `call` for `layer`, or None when it is left as it is."""
     if isinstance(layer, keras.layers.LayerNormalization):
-        if getattr(layer, "rms_scaling", False):
+        if not layer_norm or getattr(layer, "rms_scaling", False):
             return None
         return _layer_norm_call
     if isinstance(layer, keras.layers.Embedding):
@@ -128,24 +165,27 @@ def _rewrite_for(layer, int8_embeddings):
 
 
 @contextlib.contextmanager
-def quantization_friendly(model, int8_embeddings=False):
-    """Within the context, `model`'s LayerNormalization / Embedding / Softmax layers compute in 16x8-quantizable ops.
+def quantization_friendly(model, int8_embeddings=False, layer_norm=True):
+    """Within the context, `model`'s LayerNormalization / Embedding / Softmax layers compute in quantizable ops.
 
     Args:
         model: a built Keras model; its layers are patched in place until the context closes.
         int8_embeddings: look embeddings up in an int8 copy of their tables (see the module doc).
+        layer_norm: rewrite LayerNormalization too (False keeps Keras' own, whose variance is one
+            SQUARED_DIFFERENCE op that int8-mixed keeps in float).
 
     Yields the class names of the layers rewritten (one entry per layer instance, model order).
     """
     patched = []
     try:
         for layer in model._flatten_layers(include_self=False, recursive=True):
-            call = _rewrite_for(layer, int8_embeddings)
-            if call is None or "call" in layer.__dict__:
+            rewrite = _rewrite_for(layer, int8_embeddings, layer_norm)
+            if rewrite is None or rewrite[0] in layer.__dict__:
                 continue
-            object.__setattr__(layer, "call", types.MethodType(call, layer))
-            patched.append(layer)
-        yield [type(layer).__name__ for layer in patched]
+            name, method = rewrite
+            object.__setattr__(layer, name, types.MethodType(method, layer))
+            patched.append((layer, name))
+        yield [type(layer).__name__ for layer, _ in patched]
     finally:
-        for layer in patched:
-            layer.__dict__.pop("call", None)
+        for layer, name in patched:
+            layer.__dict__.pop(name, None)

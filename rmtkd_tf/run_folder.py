@@ -407,8 +407,9 @@ def _remove_previous_run(folder: Path, log):
             removed += 1
     checkpoints = folder / "checkpoints"
     if checkpoints.is_dir():
-        # The iterative schedule's steps, the budgeted schedule's distillation attempts and final student.
-        for pattern in ("step_*.keras", "attempt_*.keras", "final.keras"):
+        # The iterative schedule's steps, the budgeted schedule's distillation attempts (and their optimizer
+        # states) and final student.
+        for pattern in ("step_*.keras", "attempt_*.keras", "attempt_*.optimizer.npz", "final.keras"):
             for file in checkpoints.glob(pattern):
                 file.unlink()
                 removed += 1

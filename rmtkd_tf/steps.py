@@ -86,11 +86,30 @@ def training_dataset(data, batch_size, seed):
     )
 
 
+# Iterators `keras.Model.fit` opens on a dataset of known length per epoch (no `steps_per_epoch`): the one it
+# reads, and one it opens at the epoch's end and drops (Keras 3 `EpochIterator`). Each draws the next reshuffle.
+FIT_ITERATORS_PER_EPOCH = 2
+
+
+def skip_shuffles_of_fitted_epochs(dataset, epochs):
+    """`dataset`, with the reshuffles that `epochs` epochs of `fit` drew on it drawn already.
+
+    So that a fit resumed at `initial_epoch=epochs` (same seeds) sees the order an uninterrupted fit's
+    epoch `epochs` saw. tests/test_compress_budgeted.py checks a resumed distillation ends bit-for-bit
+    where an uninterrupted one does, which also pins `FIT_ITERATORS_PER_EPOCH`.
+    """
+    for _ in range(epochs * FIT_ITERATORS_PER_EPOCH):
+        iter(dataset)  # opening an iterator draws a reshuffle; nothing is read
+    return dataset
+
+
 def distil(student, teacher, data, config, epochs, seed, initial_epoch=0, callbacks=(), learning_rate=None):
     """Self-distil `student` from frozen `teacher` on the training split; returns the last epoch's logs.
 
-    Runs epochs `initial_epoch .. epochs - 1` (so an interrupted distillation can continue).
-    `learning_rate` may be a Keras schedule; default `config.learning_rate`.
+    Runs epochs `initial_epoch .. epochs - 1` (so an interrupted distillation can continue: epoch `k` sees
+    the shuffle an uninterrupted run's epoch `k` sees, given the same seeds). `learning_rate` may be a
+    Keras schedule; default `config.learning_rate`. A callback may restore the optimizer's state in
+    `on_train_begin` (`rmtkd_tf.schedules.budgeted` does).
     """
     if epochs <= initial_epoch:
         return {}
@@ -117,8 +136,9 @@ def _fit_distiller(student, teacher, data, config, epochs, seed, initial_epoch, 
                                   feature_taps=taps if paths else None, feature_weight=feature_weight)
         rate = config.learning_rate if learning_rate is None else learning_rate
         distiller.compile(optimizer=keras.optimizers.Adam(rate))
+        dataset = skip_shuffles_of_fitted_epochs(training_dataset(data, config.batch_size, seed), initial_epoch)
         history = distiller.fit(
-            training_dataset(data, config.batch_size, seed), epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+            dataset, epochs=epochs, initial_epoch=initial_epoch, verbose=0,
             shuffle=False, callbacks=list(callbacks),  # the dataset shuffles
         )
     return {k: float(v[-1]) for k, v in history.history.items()}

@@ -46,16 +46,31 @@ def test_help_is_fast_and_imports_no_tensorflow(args):
     assert elapsed < 3.0, f"{' '.join(args)} took {elapsed:.1f} s"
 
 
-def test_constants_repeated_for_a_light_cli_agree_with_the_library():
-    from cli import export_cmd, main
-    from rmtkd_tf import errors, export
+def test_the_cli_reads_the_library_constants_from_their_one_file_without_tensorflow():
+    # In a fresh interpreter: cli.library_constants executes rmtkd_tf/constants.py without the rmtkd_tf package.
+    code = ("import sys\nfrom cli import library_constants as c\n"
+            "print(c.SOURCE, 'rmtkd_tf' in sys.modules, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(ROOT / "rmtkd_tf" / "constants.py"), "False", "False"]
 
-    assert tuple(export_cmd.PRECISIONS) == tuple(export.PRECISIONS)
-    assert tuple(export_cmd.CALIBRATED_PRECISIONS) == tuple(export.CALIBRATED_PRECISIONS)
-    assert tuple(export_cmd.EXPORTERS) == tuple(export.EXPORTERS)
-    (precision,) = [p for p in main.cli.commands["compress"].params if p.name == "precision"]
-    assert set(precision.type.choices) == set(export.PRECISIONS) | {"auto"}
-    assert main.EXIT_INTERRUPTED == errors.EXIT_INTERRUPTED
+
+def test_cli_constants_are_the_library_ones():
+    from cli import export_cmd, library_constants, main
+    from rmtkd_tf import constants, errors, export
+
+    assert export_cmd.PRECISIONS == export.PRECISIONS == constants.PRECISIONS
+    assert export_cmd.CALIBRATED_PRECISIONS == export.CALIBRATED_PRECISIONS == constants.CALIBRATED_PRECISIONS
+    assert export_cmd.EXPORTERS == export.EXPORTERS == constants.EXPORTERS
+    for command in ("compress", "export"):
+        (precision,) = [p for p in main.cli.commands[command].params if p.name == "precision"]
+        assert tuple(precision.type.choices) == export.PRECISIONS + ("auto",)
+    assert main.EXIT_INTERRUPTED == errors.EXIT_INTERRUPTED == constants.EXIT_INTERRUPTED
+    # No copies left: the values are written once, in rmtkd_tf/constants.py.
+    for path in [*(ROOT / "cli").glob("*.py"), ROOT / "rmtkd_tf" / "export.py", ROOT / "rmtkd_tf" / "errors.py"]:
+        source = path.read_text()
+        assert '"int8-dynamic", "int8-mixed"' not in source and "= 130" not in source, path
+    assert library_constants.SOURCE == Path(constants.__file__).resolve()
 
 
 def test_verbose_requested_reads_options_before_the_command_and_the_environment(monkeypatch):

@@ -110,6 +110,66 @@ def test_resume_continues_an_interrupted_distillation(task, tmp_path):
     np.testing.assert_allclose(again.predict(data.x_test, verbose=0), full.predict(data.x_test, verbose=0), atol=1e-4)
 
 
+class _InterruptAfterEpoch:
+    """A run log that raises KeyboardInterrupt once distillation epoch `epoch` is checkpointed."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, message):
+        pass
+
+    def event(self, name, **values):
+        if name == "epoch" and values["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _optimizer_state(path):
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def test_resume_mid_distillation_restores_the_optimizer_and_continues_exactly(task, tmp_path, monkeypatch):
+    from rmtkd_tf.schedules import budgeted
+
+    model, data = task
+    config = _config(target_params=0.5, distillation_epochs=3)
+    steps_per_epoch = int(np.ceil(len(data.y_train) / config.batch_size))
+    full, full_report = compress(model, data, config, tmp_path / "full", log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        compress(model, data, config, tmp_path / "resumed", log=_InterruptAfterEpoch(1))
+    assert _read(tmp_path / "resumed" / "state.json")["attempts"][0]["epochs_done"] == 1
+    saved_path = tmp_path / "resumed" / "checkpoints" / "attempt_1.optimizer.npz"
+    saved = _optimizer_state(saved_path)  # read now: the resumed run rewrites it after each epoch
+    assert int(saved["iterations"]) == steps_per_epoch
+    assert any(np.any(value != 0) for name, value in saved.items() if name != "iterations")  # Adam's moments
+
+    restored = {}
+    original = budgeted._EpochCheckpoint.on_train_begin
+
+    def recording(callback, logs=None):
+        original(callback, logs)
+        restored["iterations"] = int(callback.model.optimizer.iterations)
+        restored["variables"] = [np.array(v) for v in callback.model.optimizer.variables]
+
+    monkeypatch.setattr(budgeted._EpochCheckpoint, "on_train_begin", recording)
+    resumed, resumed_report = compress(model, data, config, tmp_path / "resumed", resume=True, log=lambda m: None)
+    # The optimizer starts where the interrupted run left it: step count and every moment.
+    assert restored["iterations"] == steps_per_epoch
+    assert len(restored["variables"]) == len(saved) - 1
+    for index, value in enumerate(restored["variables"]):
+        np.testing.assert_array_equal(value, saved[f"variable_{index}"])
+    # ... and ends where the uninterrupted run ended: the same optimizer state and the same student.
+    assert resumed_report["layers"] == full_report["layers"]
+    end_full = _optimizer_state(tmp_path / "full" / "checkpoints" / "attempt_1.optimizer.npz")
+    end_resumed = _optimizer_state(saved_path)
+    assert int(end_full["iterations"]) == int(end_resumed["iterations"]) == 3 * steps_per_epoch
+    for name in end_full:
+        np.testing.assert_allclose(end_resumed[name], end_full[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(resumed.predict(data.x_test, verbose=0), full.predict(data.x_test, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_feature_distillation_matches_factorized_layers_to_the_teacher(task, tmp_path):
     import keras
 
@@ -137,3 +197,26 @@ def test_feature_distillation_matches_factorized_layers_to_the_teacher(task, tmp
         assert all("call" not in find_layer.__dict__ for find_layer in (candidate.get_layer(p) for p in paths))
         assert all("call" not in model.get_layer(p).__dict__ for p in paths)
     assert errors[1000.0] < errors[0.0]
+
+
+def test_optimizer_state_round_trip_and_the_checkpoints_it_does_not_fit(tmp_path):
+    import keras
+
+    from rmtkd_tf.schedules.budgeted import load_optimizer_state, optimizer_state_path, save_optimizer_state
+
+    weights = keras.Variable(np.ones((3, 2), "float32"))
+    optimizer = keras.optimizers.Adam(0.1)
+    for _ in range(4):
+        optimizer.apply([keras.ops.ones((3, 2))], [weights])
+    path = optimizer_state_path(tmp_path / "attempt_1.keras")
+    assert path.name == "attempt_1.optimizer.npz"
+    assert load_optimizer_state(path, 4) is None  # a checkpoint written before optimizer states were saved
+    save_optimizer_state(optimizer, path)
+    assert load_optimizer_state(path, 3) is None  # from another step than the student checkpoint
+    store = load_optimizer_state(path, 4)
+    fresh = keras.optimizers.Adam(0.1)
+    fresh.build([weights])
+    fresh.load_own_variables(store)
+    assert int(fresh.iterations) == 4
+    for a, b in zip(fresh.variables, optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -160,7 +160,8 @@ def test_lambda_model_needs_unsafe(tmp_path):
     np.testing.assert_allclose(tflite_predict(tmp_path / "l.tflite", x), model.predict(x, verbose=0), atol=1e-5)
 
 
-def test_text_data_is_refused(saved_model, tmp_path, monkeypatch):
+def test_text_data_for_an_image_model_is_refused(saved_model, tmp_path, monkeypatch):
+    # Text is tokenized for BERT-style models only (tests/test_export_text_cli.py); an image model says so.
     _, model_path = saved_model
     text = types.SimpleNamespace(
         x_train=np.array(["a film", "a book"], dtype=object), y_train=np.array([0, 1]),
@@ -168,7 +169,8 @@ def test_text_data_is_refused(saved_model, tmp_path, monkeypatch):
     )
     monkeypatch.setattr(export_cmd, "_load_data", lambda spec, **kwargs: text)
     result = run([model_path, "-o", tmp_path / "m.tflite", "--data", "sst2"])
-    assert result.exit_code == 1 and "raw text" in result.output
+    assert result.exit_code == 1 and "token_ids" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m.tflite").exists()
 
 
 @pytest.mark.shared_data

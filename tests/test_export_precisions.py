@@ -228,8 +228,10 @@ def test_quantization_friendly_rewrite_is_the_same_function_in_float():
     before = keras.ops.convert_to_numpy(model(x))
     with quantization_friendly(model) as rewritten:
         inside = keras.ops.convert_to_numpy(model(x))
-    assert sorted(set(rewritten)) == ["Embedding", "LayerNormalization", "ReversibleEmbedding", "Softmax"]
-    assert len(rewritten) == 2 + 1 + 2 * 2 + 2  # embeddings, embedding norm, 2 norms and a softmax per layer
+    assert sorted(set(rewritten)) == ["Embedding", "LayerNormalization", "MultiHeadAttention",
+                                      "ReversibleEmbedding", "Softmax"]
+    # embeddings, embedding norm; per layer 2 norms, a softmax and the attention (explicit scores)
+    assert len(rewritten) == 2 + 1 + 2 * 2 + 2 + 2
     np.testing.assert_allclose(inside, before, atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), before, atol=0, rtol=0)
 

@@ -321,6 +321,7 @@ def test_interrupted_budgeted_distillation_keeps_its_checkpoint_and_resumes(tiny
     assert "rerun with --resume" in result.output
     # The epoch's checkpoint and the state survive the interrupt (a failed *start* would be cleaned up).
     assert (out / "checkpoints" / "attempt_1.keras").exists()
+    assert (out / "checkpoints" / "attempt_1.optimizer.npz").exists()
     assert json.loads((out / "state.json").read_text())["attempts"][0]["epochs_done"] == 1
     result = _run(["compress", model, "--data", data, "-o", out, *budget, "--resume"])
     assert result.exit_code == 0, result.output
@@ -331,6 +332,7 @@ def test_interrupted_budgeted_distillation_keeps_its_checkpoint_and_resumes(tiny
     result = _run(["compress", model, "--data", data, "-o", out, *budget, "--overwrite", "--distillation-epochs", "0"])
     assert result.exit_code == 0, result.output
     assert not (out / "checkpoints" / "attempt_1.keras").exists()
+    assert not (out / "checkpoints" / "attempt_1.optimizer.npz").exists()
 
 
 def test_output_files_follow_the_umask_and_json_is_strict(tiny, tmp_path):

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from rmtkd_tf.spectral import NoiseFit, estimate_noise_variance, validate_eigenvalues
 
+from spectral_helpers import spiked_spectrum
+
 TRUE_SIGMA2 = 2.5
 
 
@@ -19,15 +21,6 @@ def noise_spectrum(q, d=200, sigma2=TRUE_SIGMA2, seed=0, dtype=np.float64):
     n = int(round(d / q))
     x = np.random.default_rng(seed).normal(scale=math.sqrt(sigma2), size=(n, d)).astype(dtype)
     return np.linalg.eigvalsh(x.T @ x / dtype(n)), n
-
-
-def spiked_spectrum(n, d, thetas, seed=0):
-    """Eigenvalues of the sample covariance of N(0, I + sum theta_i v_i v_i^T)."""
-    rng = np.random.default_rng(seed)
-    directions, _ = np.linalg.qr(rng.normal(size=(d, len(thetas))))
-    root = np.eye(d) + (directions * (np.sqrt(1.0 + np.asarray(thetas)) - 1.0)) @ directions.T
-    x = rng.normal(size=(n, d)) @ root
-    return np.linalg.eigvalsh(x.T @ x / n)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

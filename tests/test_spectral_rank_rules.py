@@ -23,18 +23,11 @@ from rmtkd_tf.spectral import (
 from rmtkd_tf.errors import RankRuleError
 from rmtkd_tf.spectral.rank_rules import clone, get, register, serialize
 
+from spectral_helpers import spiked_spectrum
+
 
 def noise_spectrum(n, d, seed):
     x = np.random.default_rng(seed).normal(size=(n, d))
-    return np.linalg.eigvalsh(x.T @ x / n)
-
-
-def spiked_spectrum(n, d, thetas, seed=0):
-    """Eigenvalues of the sample covariance of N(0, I + sum theta_i v_i v_i^T)."""
-    rng = np.random.default_rng(seed)
-    directions, _ = np.linalg.qr(rng.normal(size=(d, len(thetas))))
-    root = np.eye(d) + (directions * (np.sqrt(1.0 + np.asarray(thetas)) - 1.0)) @ directions.T
-    x = rng.normal(size=(n, d)) @ root
     return np.linalg.eigvalsh(x.T @ x / n)
 
 

@@ -169,6 +169,8 @@ def test_compress_runs_on_a_bert_classifier_and_resumes(tmp_path):
     for path, entry in report["layers"].items():  # ranks per encoder part
         assert path.startswith("bert_backbone/transformer_layer_") and entry["rank"] < entry["units"]
     student = load_model(tmp_path / "full" / "student.keras")
+    # The vocabulary compress encoded with lies beside the student (what `export --data TEXT` reads).
+    assert tokenizer_for_model(tmp_path / "full" / "student.keras").get_vocabulary() == VOCABULARY
     assert student.count_params() == report["student"]["params"] < report["teacher"]["params"]
     assert report["export"]["student"]["flex_ops"] == []
     assert report["export"]["student"]["verification"]["top1_agreement"] == 1.0

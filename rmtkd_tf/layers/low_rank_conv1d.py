@@ -2,13 +2,12 @@
 
 import keras
 from keras import ops
-from keras.src.backend.config import standardize_data_format
 
-from rmtkd_tf.arguments import check_int_tuple, check_integer
+from rmtkd_tf.layers.base_conv import LowRankConvBase
 
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
-class LowRankConv1D(keras.layers.Layer):
+class LowRankConv1D(LowRankConvBase):
     """Conv1D whose filters are factorized through `rank` intermediate channels.
 
     Computes `Conv1D(rank, kernel_size, strides, padding, dilation)` without
@@ -38,6 +37,10 @@ class LowRankConv1D(keras.layers.Layer):
     116
     """
 
+    spatial_rank = 1
+    paddings = ("valid", "same", "causal")
+    keras_layer = keras.layers.Conv1D
+
     def __init__(
         self,
         filters,
@@ -53,105 +56,15 @@ class LowRankConv1D(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        filters = check_integer(filters, "filters")
-        rank = check_integer(rank, "rank")
-        kernel_size = check_int_tuple(kernel_size, "kernel_size", length=1)
-        strides = check_int_tuple(strides, "strides", length=1)
-        dilation_rate = check_int_tuple(dilation_rate, "dilation_rate", length=1)
-        if strides[0] > 1 and dilation_rate[0] > 1:
-            raise ValueError(f"strides > 1 cannot be combined with dilation_rate > 1 (as in keras.layers.Conv1D), "
-                             f"got strides={strides}, dilation_rate={dilation_rate}")
-        padding = str(padding).lower()
-        if padding not in ("valid", "same", "causal"):
-            raise ValueError(f"padding must be 'valid', 'same' or 'causal', got {padding!r}")
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.rank = rank
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.dilation_rate = dilation_rate
-        self.padding = padding
-        self.data_format = standardize_data_format(data_format)
+        super().__init__(filters, rank, kernel_size, strides, padding, data_format, dilation_rate, activation,
+                         use_bias, kernel_initializer, bias_initializer, **kwargs)
         if self.padding == "causal" and self.data_format == "channels_first":
             raise ValueError("padding='causal' needs data_format='channels_last' (as in keras.layers.Conv1D)")
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=3)
-
-    @property
-    def _channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
-
-    def build(self, input_shape):
-        in_channels = input_shape[self._channel_axis]
-        self.down_kernel = self.add_weight(
-            name="down_kernel", shape=self.kernel_size + (in_channels, self.rank), initializer=self.kernel_initializer
-        )
-        self.up_kernel = self.add_weight(
-            name="up_kernel", shape=(1, self.rank, self.filters), initializer=self.kernel_initializer
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
-            if self.use_bias
-            else None
-        )
-        self.input_spec = keras.layers.InputSpec(ndim=3, axes={self._channel_axis: in_channels})
 
     def bottleneck(self, inputs):
         """The `rank`-channel hidden sequence (the first convolution)."""
-        padding = self.padding
-        if padding == "causal":  # pad the past only, as keras.layers.Conv1D does
-            inputs = ops.pad(inputs, [[0, 0], [self.dilation_rate[0] * (self.kernel_size[0] - 1), 0], [0, 0]])
-            padding = "valid"
-        return ops.conv(
-            inputs,
-            self.down_kernel,
-            strides=self.strides,
-            padding=padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
-
-    def expand(self, hidden):
-        """1-wide convolution to `filters` channels, bias and activation."""
-        outputs = ops.conv(hidden, self.up_kernel, data_format=self.data_format)
-        if self.bias is not None:
-            bias_shape = (1, 1, self.filters) if self.data_format == "channels_last" else (1, self.filters, 1)
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
-        return self.activation(outputs)
-
-    def call(self, inputs):
-        return self.expand(self.bottleneck(inputs))
-
-    def compute_output_shape(self, input_shape):
-        probe = keras.layers.Conv1D(
-            self.filters,
-            self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
-        return probe.compute_output_shape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "rank": self.rank,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "data_format": self.data_format,
-                "dilation_rate": self.dilation_rate,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
-        return config
-
+        if self.padding != "causal":
+            return super().bottleneck(inputs)
+        # pad the past only, as keras.layers.Conv1D does
+        inputs = ops.pad(inputs, [[0, 0], [self.dilation_rate[0] * (self.kernel_size[0] - 1), 0], [0, 0]])
+        return self._down_conv(inputs, "valid")

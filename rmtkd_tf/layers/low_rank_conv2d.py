@@ -1,14 +1,12 @@
 """`LowRankConv2D`: a Conv2D factorized into a rank-`k` conv and a 1×1 conv."""
 
 import keras
-from keras import ops
-from keras.src.backend.config import standardize_data_format
 
-from rmtkd_tf.arguments import check_int_tuple, check_integer
+from rmtkd_tf.layers.base_conv import LowRankConvBase
 
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
-class LowRankConv2D(keras.layers.Layer):
+class LowRankConv2D(LowRankConvBase):
     """Conv2D whose filters are factorized through `rank` intermediate channels.
 
     Computes `Conv2D(rank, kernel_size, strides, padding, dilation)` without
@@ -37,6 +35,9 @@ class LowRankConv2D(keras.layers.Layer):
     188
     """
 
+    spatial_rank = 2
+    keras_layer = keras.layers.Conv2D
+
     def __init__(
         self,
         filters,
@@ -52,107 +53,5 @@ class LowRankConv2D(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        filters = check_integer(filters, "filters")
-        rank = check_integer(rank, "rank")
-        kernel_size = check_int_tuple(kernel_size, "kernel_size")
-        strides = check_int_tuple(strides, "strides")
-        dilation_rate = check_int_tuple(dilation_rate, "dilation_rate")
-        if max(strides) > 1 and max(dilation_rate) > 1:
-            raise ValueError(f"strides > 1 cannot be combined with dilation_rate > 1 (as in keras.layers.Conv2D), "
-                             f"got strides={strides}, dilation_rate={dilation_rate}")
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.rank = rank
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.dilation_rate = dilation_rate
-        self.padding = str(padding).lower()
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
-        self.data_format = standardize_data_format(data_format)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
-
-    @property
-    def _channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
-
-    def build(self, input_shape):
-        in_channels = input_shape[self._channel_axis]
-        self.down_kernel = self.add_weight(
-            name="down_kernel",
-            shape=self.kernel_size + (in_channels, self.rank),
-            initializer=self.kernel_initializer,
-        )
-        self.up_kernel = self.add_weight(
-            name="up_kernel",
-            shape=(1, 1, self.rank, self.filters),
-            initializer=self.kernel_initializer,
-        )
-        self.bias = (
-            self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer
-            )
-            if self.use_bias
-            else None
-        )
-        self.input_spec = keras.layers.InputSpec(
-            ndim=4, axes={self._channel_axis: in_channels}
-        )
-
-    def bottleneck(self, inputs):
-        """The `rank`-channel hidden feature map (the first convolution)."""
-        return ops.conv(
-            inputs,
-            self.down_kernel,
-            strides=self.strides,
-            padding=self.padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
-
-    def expand(self, hidden):
-        """1×1 convolution to `filters` channels, bias and activation."""
-        outputs = ops.conv(hidden, self.up_kernel, data_format=self.data_format)
-        if self.bias is not None:
-            bias_shape = (1, 1, 1, self.filters)
-            if self.data_format == "channels_first":
-                bias_shape = (1, self.filters, 1, 1)
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
-        return self.activation(outputs)
-
-    def call(self, inputs):
-        return self.expand(self.bottleneck(inputs))
-
-    def compute_output_shape(self, input_shape):
-        probe = keras.layers.Conv2D(
-            self.filters,
-            self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
-        return probe.compute_output_shape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "rank": self.rank,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "data_format": self.data_format,
-                "dilation_rate": self.dilation_rate,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
-        return config
+        super().__init__(filters, rank, kernel_size, strides, padding, data_format, dilation_rate, activation,
+                         use_bias, kernel_initializer, bias_initializer, **kwargs)

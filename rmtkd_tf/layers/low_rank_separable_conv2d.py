@@ -2,13 +2,13 @@
 
 import keras
 from keras import ops
-from keras.src.backend.config import standardize_data_format
 
-from rmtkd_tf.arguments import check_int_tuple, check_integer
+from rmtkd_tf.arguments import check_integer
+from rmtkd_tf.layers.base_conv import LowRankConvBase
 
 
 @keras.saving.register_keras_serializable(package="rmtkd_tf")
-class LowRankSeparableConv2D(keras.layers.Layer):
+class LowRankSeparableConv2D(LowRankConvBase):
     """SeparableConv2D whose pointwise convolution goes through `rank` channels.
 
     A `SeparableConv2D` is a depthwise convolution (`depth_multiplier`
@@ -42,6 +42,10 @@ class LowRankSeparableConv2D(keras.layers.Layer):
     119
     """
 
+    spatial_rank = 2
+    keras_layer = keras.layers.SeparableConv2D
+    refuse_strided_dilation = False
+
     def __init__(
         self,
         filters,
@@ -59,37 +63,13 @@ class LowRankSeparableConv2D(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        filters = check_integer(filters, "filters")
-        rank = check_integer(rank, "rank")
         depth_multiplier = check_integer(depth_multiplier, "depth_multiplier")
-        kernel_size = check_int_tuple(kernel_size, "kernel_size", length=2)
-        strides = check_int_tuple(strides, "strides", length=2)
-        dilation_rate = check_int_tuple(dilation_rate, "dilation_rate", length=2)
-        padding = str(padding).lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.rank = rank
+        super().__init__(filters, rank, kernel_size, strides, padding, data_format, dilation_rate, activation,
+                         use_bias, kernel_initializer, bias_initializer, **kwargs)
         self.depth_multiplier = depth_multiplier
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.dilation_rate = dilation_rate
-        self.padding = padding
-        self.data_format = standardize_data_format(data_format)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
         self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
-    @property
-    def _channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
-
-    def build(self, input_shape):
-        in_channels = input_shape[self._channel_axis]
+    def _build_input_factors(self, in_channels):
         self.depthwise_kernel = self.add_weight(
             name="depthwise_kernel",
             shape=self.kernel_size + (in_channels, self.depth_multiplier),
@@ -100,15 +80,6 @@ class LowRankSeparableConv2D(keras.layers.Layer):
             shape=(1, 1, in_channels * self.depth_multiplier, self.rank),
             initializer=self.kernel_initializer,
         )
-        self.up_kernel = self.add_weight(
-            name="up_kernel", shape=(1, 1, self.rank, self.filters), initializer=self.kernel_initializer
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
-            if self.use_bias
-            else None
-        )
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: in_channels})
 
     def depthwise(self, inputs):
         """The depthwise convolution (`in_channels * depth_multiplier` channels): the pointwise part's input."""
@@ -125,46 +96,15 @@ class LowRankSeparableConv2D(keras.layers.Layer):
         """The `rank`-channel hidden feature map: the depthwise convolution, then the first 1×1 factor."""
         return ops.conv(self.depthwise(inputs), self.down_kernel, data_format=self.data_format)
 
-    def expand(self, hidden):
-        """1×1 convolution to `filters` channels, bias and activation."""
-        outputs = ops.conv(hidden, self.up_kernel, data_format=self.data_format)
-        if self.bias is not None:
-            bias_shape = (1, 1, 1, self.filters) if self.data_format == "channels_last" else (1, self.filters, 1, 1)
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
-        return self.activation(outputs)
-
-    def call(self, inputs):
-        return self.expand(self.bottleneck(inputs))
-
-    def compute_output_shape(self, input_shape):
-        probe = keras.layers.SeparableConv2D(
-            self.filters,
-            self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-            depth_multiplier=self.depth_multiplier,
-        )
-        return probe.compute_output_shape(input_shape)
+    def _keras_layer_arguments(self):
+        return {**super()._keras_layer_arguments(), "depth_multiplier": self.depth_multiplier}
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "filters": self.filters,
-                "rank": self.rank,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "data_format": self.data_format,
-                "dilation_rate": self.dilation_rate,
                 "depth_multiplier": self.depth_multiplier,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
                 "depthwise_initializer": keras.initializers.serialize(self.depthwise_initializer),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }
         )
         return config

@@ -11,7 +11,9 @@
    within `search_tolerance` points of the original (bisection on the ladder: about
    `log2(ladder length)` surgeries and validation passes, no training).
 4. **Cut once and distil** the student from the *original* teacher with the whole budget
-   (`distillation_epochs`, learning rate on a cosine decay to 0), checkpointing after every epoch.
+   (`distillation_epochs`, learning rate on a cosine decay to 0), checkpointing the student and
+   the optimizer's state (Adam's step count and moments) after every epoch, so that a resumed
+   distillation continues where it stopped.
 5. **Check** the student on validation, paired with the original model on the same examples
    (`rmtkd_tf.steps.ValidationReference`). Without a target, a student outside `max_drop` is
    discarded and the cut backed off to half its parameter saving (at most `max_attempts`
@@ -25,6 +27,9 @@ import math
 import time
 
 import keras
+import numpy as np
+
+from rmtkd_tf.atomic import atomic_path
 
 from rmtkd_tf.allocation import CutLadder, LayerBudget
 from rmtkd_tf.collection import candidate_layers
@@ -33,7 +38,7 @@ from rmtkd_tf.io import load_model, save_model
 from rmtkd_tf.model_walk import iter_graph_layers
 from rmtkd_tf.progress import FitProgress, emit, progress_of
 from rmtkd_tf.selection import layer_factors
-from rmtkd_tf.steps import accuracy, analyse, distil, seed_step
+from rmtkd_tf.steps import accuracy, analyse, calibration_inputs, distil, seed_step
 from rmtkd_tf.surgery import factorize_model
 
 
@@ -79,9 +84,24 @@ def _factors(cut, statistics, decisions):
             for path, rank in cut.ranks.items() if rank is not None}
 
 
-def _student(model, cut, statistics, decisions):
+def _student(model, cut, statistics, decisions, joint_moments=None):
     factors = _factors(cut, statistics, decisions)
-    return factorize_model(model, factors) if factors else None
+    if not factors:
+        return None
+    if joint_moments:
+        from rmtkd_tf.transformers.joint_qk_surgery import factorize_with_joint_qk
+
+        return factorize_with_joint_qk(model, factors, joint_moments)[0]
+    return factorize_model(model, factors)
+
+
+def joint_qk_moments(model, data, config):
+    """`{encoder path: QKMoments}` on the calibration inputs when `config.joint_qk`, else None."""
+    if not config.joint_qk:
+        return None
+    from rmtkd_tf.transformers.joint_qk_surgery import collect_qk_moments
+
+    return collect_qk_moments(model, calibration_inputs(data, config), batch_size=config.batch_size) or None
 
 
 def _target_index(ladder, config, state):
@@ -95,14 +115,14 @@ def _target_index(ladder, config, state):
     return index
 
 
-def _search_index(model, ladder, statistics, decisions, data, config, state, reference, log):
+def _search_index(model, ladder, statistics, decisions, data, config, state, reference, log, joint_moments=None):
     """Deepest cut whose validation accuracy before training is within `search_tolerance` points."""
     base = reference.accuracy
     # Bisection over ladder[1:]: the first cut, then at most ceil(log2(len - 1)) more.
     evaluations = 1 + math.ceil(math.log2(max(len(ladder) - 1, 1)))
 
     def passes(cut):
-        student = _student(model, cut, statistics, decisions)
+        student = _student(model, cut, statistics, decisions, joint_moments)
         acc = base if student is None else accuracy(student, data.x_validation, data.y_validation)
         drop = None if base is None or acc is None else base - acc
         state["search"].append({"params": cut.params, "flops": cut.flops, "relative_error": cut.relative_error,
@@ -120,20 +140,61 @@ def _search_index(model, ladder, statistics, decisions, data, config, state, ref
     return 0 if index is None else index
 
 
+def optimizer_state_path(checkpoint):
+    """Where the optimizer's state of the attempt checkpointed at `checkpoint` (`attempt_N.keras`) is kept."""
+    return checkpoint.with_name(f"{checkpoint.stem}.optimizer.npz")
+
+
+def save_optimizer_state(optimizer, path):
+    """The optimizer's variables (step count first, then Adam's moments) as `.npz`, written atomically."""
+    store = {}
+    optimizer.save_own_variables(store)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, iterations=np.int64(int(optimizer.iterations)), **{f"variable_{k}": v for k, v in store.items()})
+
+
+def load_optimizer_state(path, iterations):
+    """The saved variables (`save_own_variables` keys) if `path` holds the state after `iterations` steps, else None.
+
+    None when there is no file (a checkpoint written before the optimizer was saved) or when it is from another
+    step than the student checkpoint the run state points to.
+    """
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        if int(saved["iterations"]) != iterations:
+            return None
+        return {name.removeprefix("variable_"): saved[name] for name in saved.files if name.startswith("variable_")}
+
+
 class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the student after every distillation epoch and records the progress in the state.
+    """Saves the student and its optimizer's state after every distillation epoch, records the progress in
+    the state; restores a resumed distillation's optimizer state (`restore`, the saved variables) first.
 
     With `data`, also the student's validation accuracy after each epoch (`val_accuracy_by_epoch`), so a
     report can say how distillation moved it (one validation pass per epoch).
     """
 
-    def __init__(self, student, path, attempt, folder, state, data=None):
+    def __init__(self, student, path, attempt, folder, state, restore=None, data=None):
         super().__init__()
         self.student, self.path, self.attempt, self.folder, self.state = student, path, attempt, folder, state
-        self.data = data
+        self.restore, self.data = restore, data
+
+    def on_train_begin(self, logs=None):
+        if self.restore is None:
+            return
+        optimizer = self.model.optimizer
+        if not optimizer.built:  # Keras builds it on the first step; build it now on the same variables
+            with self.model.distribute_strategy.scope():
+                optimizer.build(self.student.trainable_variables)
+        if len(self.restore) != len(optimizer.variables):
+            raise RuntimeError(f"the saved optimizer state has {len(self.restore)} variables, the optimizer "
+                               f"{len(optimizer.variables)}")
+        optimizer.load_own_variables(self.restore)
 
     def on_epoch_end(self, epoch, logs=None):
         save_model(self.student, self.path)
+        save_optimizer_state(self.model.optimizer, optimizer_state_path(self.path))
         self.attempt["epochs_done"] = epoch + 1
         self.attempt["losses"] = {k: float(v) for k, v in (logs or {}).items()}
         if self.data is not None:
@@ -165,25 +226,33 @@ class ShiftedCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "offset": self.offset}
 
 
-def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log):
+def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log,
+                    joint_moments=None):
     """The whole distillation budget from the original model, on a fresh surgery of `cut` (resumable).
 
     Returns the distilled student, or `surgery` when distillation made validation worse.
     """
     checkpoint = folder.named_checkpoint(f"attempt_{attempt['attempt']}")
     done = attempt.get("epochs_done", 0)
-    student = load_model(checkpoint) if done else _student(model, cut, statistics, decisions)
+    student = load_model(checkpoint) if done else _student(model, cut, statistics, decisions, joint_moments)
     epochs = config.distillation_epochs
     if done < epochs:
         steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-        rate = ShiftedCosineDecay(config.distillation_learning_rate, epochs * steps_per_epoch,
-                                  offset=done * steps_per_epoch)
-        seed_step(config.seed, 20_000 + attempt["attempt"] * 100 + done)
+        # A resumed distillation takes up the optimizer where it stopped (its step count drives the schedule);
+        # from a checkpoint without it, a fresh optimizer on the schedule shifted by the steps done.
+        restore = load_optimizer_state(optimizer_state_path(checkpoint), done * steps_per_epoch) if done else None
+        offset = done * steps_per_epoch if restore is None else 0
+        rate = ShiftedCosineDecay(config.distillation_learning_rate, epochs * steps_per_epoch, offset=offset)
+        # The seeds of the uninterrupted run: the data order of epoch `done` is the one it saw (`distil`).
+        seed_step(config.seed, 20_000 + attempt["attempt"] * 100)
+        if done and restore is None:
+            log(f"resuming at epoch {done + 1} with a fresh optimizer (no saved optimizer state for that epoch)")
         log(f"distilling {cut.params} params from the original model: epochs {done + 1}-{epochs}")
         shown = FitProgress(log, f"distilling {cut.params:,} params", epochs, steps_per_epoch,
                             stage=f"attempt {attempt['attempt']}")
+        callbacks = [_EpochCheckpoint(student, checkpoint, attempt, folder, state, restore=restore, data=data), shown]
         distil(student, model, data, config, epochs, seed=config.seed * 1000 + attempt["attempt"], initial_epoch=done,
-               callbacks=[_EpochCheckpoint(student, checkpoint, attempt, folder, state, data), shown], learning_rate=rate)
+               callbacks=callbacks, learning_rate=rate)
     acc_distilled = accuracy(student, data.x_validation, data.y_validation)
     acc_surgery = attempt.get("val_accuracy_after_surgery")
     kept = not (acc_surgery is not None and acc_distilled is not None and acc_distilled < acc_surgery)
@@ -199,6 +268,7 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
     t0 = time.time()
     seed_step(config.seed, 0)
     ladder, decisions, statistics = build_ladder(model, data, config, rule, eligible, log=log)
+    joint_moments = joint_qk_moments(model, data, config)
     emit(log, "analysis", step=0, decisions=decisions)
     if len(ladder.layers) == 0:
         state["stopped"] = "no layer has a spectrum to cut"
@@ -215,7 +285,8 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         if has_target:
             state["cut_index"], state["cut_chosen_by"] = _target_index(ladder, config, state), "target"
         else:
-            state["cut_index"] = _search_index(model, ladder, statistics, decisions, data, config, state, reference, log)
+            state["cut_index"] = _search_index(model, ladder, statistics, decisions, data, config, state, reference, log,
+                                               joint_moments)
             state["cut_chosen_by"] = f"search: deepest cut within {config.search_tolerance:g} points before training"
         folder.save_state(state)
 
@@ -229,11 +300,18 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
     while index is not None and state["stopped"] is None:
         attempt = _current_attempt(state, index, ladder)
         cut = ladder.at(index)
-        surgery = _student(model, cut, statistics, decisions)
+        surgery = _student(model, cut, statistics, decisions, joint_moments)
+        if joint_moments and surgery is not None and "joint_qk_ranks" not in attempt:
+            # The ladder's query/key ranks were replaced by joint per-head ranks at no more parameters.
+            from rmtkd_tf.transformers.low_rank_encoder import joint_qk_rank
+
+            attempt["joint_qk_ranks"] = {path: joint_qk_rank(layer) for path, layer in iter_graph_layers(surgery)
+                                         if joint_qk_rank(layer) is not None}
         if "val_accuracy_after_surgery" not in attempt:
             attempt["val_accuracy_after_surgery"] = accuracy(surgery, data.x_validation, data.y_validation)
             folder.save_state(state)
-        student = _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log)
+        student = _distil_attempt(model, surgery, cut, statistics, decisions, data, config, folder, state, attempt, log,
+                                  joint_moments)
         check = reference.check(student, data, config)
         attempt.update(validation_check=check, accepted=check["accepted"], finished=True)
         log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")

@@ -144,7 +144,8 @@ def tokenizer_for_model(model_path):
     if not path.is_file():
         raise RMTKDError(
             f"{model_path} takes token ids but no vocabulary was found at {path}; "
-            "save the WordPiece vocab.txt there (rmtkd_tf.transformers.save_vocabulary does it)"
+            "save the WordPiece vocab.txt there (rmtkd_tf.transformers.save_vocabulary does it) "
+            "or name it (--tokenizer, tokenizer=)"
         )
     return load_bert_tokenizer(path)
 

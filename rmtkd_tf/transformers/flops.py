@@ -7,8 +7,9 @@ layers, each applied at every token. `encoder_flops` counts those (2 FLOPs per
 multiply-add, factorized layers as `fan_in·k + k·units`), times the number
 of token positions of the encoder's output in the model graph, plus the two
 attention products (scores `QKᵀ` and `scores·V`: `L²·heads·key_dim` and
-`L²·heads·value_dim` multiply-adds for `L` tokens). RMT-KD leaves those two
-unchanged, and a FLOP-reduction bound that left them out would overstate what
+`L²·heads·value_dim` multiply-adds for `L` tokens). Per-part RMT-KD leaves those two
+unchanged (a joint query/key cut, `rmtkd_tf.joint_qk`, narrows the first to
+`L²·heads·r`), and a FLOP-reduction bound that left them out would overstate what
 factorizing the projections can buy (about 5% of MiniLM-L6's FLOPs at 128
 tokens). Softmax, layer norms and activations are not counted, like
 `model_flops` does not count activations.
@@ -41,7 +42,16 @@ def _attention_product_macs(encoder, length):
     heads = int(getattr(attention, "_num_heads", 0) or 0)
     key_dim = int(getattr(attention, "_key_dim", 0) or 0)
     value_dim = int(getattr(attention, "_value_dim", None) or key_dim)
-    return length * length * heads * (key_dim + value_dim)
+    return length * length * heads * (_score_dim(attention, key_dim) + value_dim)
+
+
+def _score_dim(attention, key_dim):
+    """Per-head width of the query/key the scores contract: `key_dim`, or `r` after a joint query/key cut."""
+    query = getattr(attention, "_query_dense", None)
+    if hasattr(query, "head_dim"):  # LowRankAttentionProjection
+        return int(query.head_dim)
+    kernel = getattr(query, "kernel", None)
+    return int(kernel.shape[-1]) if kernel is not None and len(kernel.shape) == 3 else key_dim
 
 
 def _dense_macs(layer):

@@ -22,6 +22,14 @@ samples. The ranks are constructor arguments recorded in `get_config()`, and
 same structure (after `import rmtkd_tf`, which registers the class). Every
 other sublayer, its name and its weights layout are those of `TransformerEncoder`.
 
+**Joint query/key** (`joint_qk_rank=r`): the query and key projections stay
+dense `EinsumDense` layers `hidden -> heads x r` (key dimension `r` instead of
+`head_dim`; the value is untouched), holding the per-head factors of
+`rmtkd_tf.joint_qk` (the best rank-`r` approximation of each head's
+`W_q,h W_k,hᵀ` in the activation metric). The attention keeps its
+`key_dim = head_dim`, hence its `1/√head_dim` score scale, which the factors
+assume. It excludes `query_rank`/`key_rank`.
+
 `encoder_parts(layer)` names the factorizable sublayers of any encoder, dense
 or factorized; model walking, activation collection and surgery use it.
 """
@@ -86,6 +94,11 @@ def encoder_parts(layer):
 def _part_owner(encoder, part):
     owner_attribute = _PART_LOCATIONS[part][0]
     return encoder if owner_attribute is None else getattr(encoder, owner_attribute)
+
+
+def joint_qk_rank(layer):
+    """The per-head key dimension of an encoder whose query and key are factorized jointly, else None."""
+    return getattr(layer, "joint_qk_rank", None) if isinstance(layer, LowRankTransformerEncoder) else None
 
 
 def encoder_ranks(layer):
@@ -227,6 +240,9 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
             to keep it dense.
         feedforward_output_rank: rank of the FFN contraction
             `intermediate_dim -> k -> hidden` (a `LowRankDense`), or None.
+        joint_qk_rank: key dimension `r` of every head's query and key
+            (dense `EinsumDense` projections `hidden -> heads x r`, see the
+            module docstring), or None; excludes `query_rank` and `key_rank`.
 
     Example:
 
@@ -248,6 +264,7 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
         key_rank=None,
         value_rank=None,
         feedforward_output_rank=None,
+        joint_qk_rank=None,
         **kwargs,
     ):
         ranks = {
@@ -259,10 +276,14 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
             "feedforward_output_rank": feedforward_output_rank,
         }
         ranks = {name: check_integer(rank, name, allow_none=True) for name, rank in ranks.items()}
+        joint_qk_rank = check_integer(joint_qk_rank, "joint_qk_rank", allow_none=True)
+        if joint_qk_rank is not None and (ranks["query_rank"] is not None or ranks["key_rank"] is not None):
+            raise ValueError("joint_qk_rank factorizes query and key together: leave query_rank and key_rank None")
         super().__init__(check_integer(intermediate_dim, "intermediate_dim"), check_integer(num_heads, "num_heads"),
                          **kwargs)
         for name, rank in ranks.items():
             setattr(self, name, rank)
+        self.joint_qk_rank = joint_qk_rank
 
     @property
     def ranks(self):
@@ -273,6 +294,8 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
         # The dense encoder first (every sublayer, named and ordered as keras-hub does), then the
         # factorized parts replace their dense counterparts before the layer is locked.
         super().build(inputs_shape)
+        if self.joint_qk_rank is not None:
+            self._build_joint_qk(inputs_shape)
         for part, rank in self.ranks.items():
             if rank is None:
                 continue
@@ -287,6 +310,25 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
                     replacement.build(input_shape)
             _replace_sublayer(owner, attribute, replacement)
         self.built = True
+
+    def _build_joint_qk(self, inputs_shape):
+        """Query and key `EinsumDense` of per-head width `joint_qk_rank`, in place of the built ones."""
+        attention = self._self_attention_layer
+        head_dim = int(attention._key_dim)
+        if not 1 <= self.joint_qk_rank <= head_dim:
+            raise ValueError(f"joint_qk_rank must be in [1, key_dim={head_dim}], got {self.joint_qk_rank}")
+        for attribute in ("_query_dense", "_key_dense"):
+            dense = getattr(attention, attribute)
+            config = dense.get_config()
+            output_shape = list(config["output_shape"])
+            output_shape[-1] = self.joint_qk_rank
+            config.update(output_shape=output_shape,
+                          kernel_initializer=keras.initializers.serialize(_clone_initializer(self.kernel_initializer)),
+                          bias_initializer=keras.initializers.serialize(_clone_initializer(self.bias_initializer)))
+            replacement = keras.layers.EinsumDense.from_config(config)
+            with keras.name_scope(attention.name, caller=attention):
+                replacement.build(tuple(inputs_shape))
+            _replace_sublayer(attention, attribute, replacement)
 
     def _factorized_part(self, part, dense, rank, inputs_shape):
         """`(unbuilt factorized layer, its input shape)` in place of the built dense sublayer `dense`."""
@@ -312,13 +354,15 @@ class LowRankTransformerEncoder(keras_hub.layers.TransformerEncoder):
     def get_config(self):
         config = super().get_config()
         config.update({argument: getattr(self, argument) for argument in PART_RANK_ARGUMENTS.values()})
+        config["joint_qk_rank"] = self.joint_qk_rank
         return config
 
 
-def low_rank_encoder_like(encoder, ranks):
+def low_rank_encoder_like(encoder, ranks, joint_qk_rank=None):
     """An unbuilt `LowRankTransformerEncoder` with `encoder`'s configuration and `ranks` (`{part: rank}`).
 
-    Parts not in `ranks` keep the rank they have in `encoder` (None: dense).
+    Parts not in `ranks` keep the rank they have in `encoder` (None: dense), and so does
+    the joint query/key rank unless `joint_qk_rank` is given.
     """
     unknown = set(ranks) - set(PART_RANK_ARGUMENTS)
     if unknown:
@@ -326,4 +370,6 @@ def low_rank_encoder_like(encoder, ranks):
     config = encoder.get_config()
     for part, rank in ranks.items():
         config[PART_RANK_ARGUMENTS[part]] = check_integer(rank, f"rank of {part}")
+    if joint_qk_rank is not None:
+        config["joint_qk_rank"] = check_integer(joint_qk_rank, "joint_qk_rank")
     return LowRankTransformerEncoder.from_config(config)
