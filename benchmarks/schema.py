@@ -11,6 +11,8 @@ A result is a JSON object (written atomically by `rmtkd_tf.io.write_json`) with 
   `distribute` (one compress on one device, two logical devices and two local workers: wall time, ranks);
   `crosscheck` (teacher/student latency ratio, in-process interpreter vs external benchmark tools);
   `attention_error` (per-layer attention/encoder-output error of query/key factorizations, no training);
+  `cost` (measured seconds per training / inference / distillation / calibration step of a model on this
+  machine, extrapolated to the wall time of whole runs);
   `paired-test` (a student's test accuracy drop paired with its teacher, with its interval);
 - `name`: the result's name (a `compare` result's is `compare_<task name>`);
 - `command`: the command that regenerates it (`python -m benchmarks ...`);
@@ -40,7 +42,7 @@ from pathlib import Path
 
 SCHEMA_VERSION = 2
 KINDS = ("compare", "compress", "seeds", "floor", "arm64", "retime", "resume", "crosscheck", "distribute", "quantize",
-         "attention_error", "paired-test")
+         "attention_error", "cost", "paired-test")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

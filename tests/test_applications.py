@@ -6,6 +6,7 @@ export with builtin ops only. BatchNorm statistics are randomised so that activa
 fold or a dropped bias would show (a fresh BN is the identity and hides both).
 """
 
+import json
 import os
 
 import keras
@@ -181,6 +182,70 @@ def test_full_size_application_with_export(tmp_path, application):
     model = getattr(keras.applications, application)(weights=None, input_shape=(32, 32, 3), classes=10,
                                                      classifier_activation=None)
     _run_pipeline(model, _images(), tmp_path)
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _compress_and_export_with_the_cli(model, tmp_path, n_train=60, n_test=20, compress_exports=False):
+    """`rmtkd-tf compress` (defaults, a parameter target, one distillation epoch) then `rmtkd-tf export`.
+
+    Returns (compress report, export report). CI's run leaves the export to `export` alone (`--no-export`:
+    the teacher's conversion, latency timing and a second student conversion would double its time).
+    """
+    _randomise_batchnorms(model)
+    model_path, data_path, out = tmp_path / "teacher.keras", tmp_path / "data.npz", tmp_path / "run"
+    model.save(model_path)
+    rng = np.random.default_rng(0)
+    images = _images(n_train + n_test)
+    labels = rng.integers(0, 10, n_train + n_test)
+    np.savez(data_path, x_train=images[:n_train], y_train=labels[:n_train], x_test=images[n_train:],
+             y_test=labels[n_train:])
+    # Random labels and a random model: the run cannot confirm any accuracy, so it cuts to a target.
+    result = _cli(["compress", model_path, "--data", data_path, "-o", out, "--target-params", "0.8",
+                   "--distillation-epochs", "1", "-q", *([] if compress_exports else ["--no-export"])])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["student"]["params"] < report["teacher"]["params"]
+    if compress_exports:
+        for side in ("teacher", "student"):
+            export = report["export"][side]
+            assert export["flex_ops"] == [] and export["verification"]["top1_agreement"] == 1.0, side
+            assert export["verification"]["max_abs_err"] < 1e-3, side
+    tflite, export_json = tmp_path / "student.tflite", tmp_path / "export.json"
+    result = _cli(["export", out / "student.keras", "-o", tflite, "--data", data_path,
+                   "--verify-samples", str(n_test), "--report-json", export_json])
+    assert result.exit_code == 0, result.output
+    exported = json.loads(export_json.read_text())
+    assert tflite.stat().st_size > 0 and exported["flex_ops"] == []
+    assert exported["verification"]["top1_agreement"] == 1.0 and exported["verification"]["max_abs_err"] < 1e-3
+    return report, exported
+
+
+def test_mobilenet_v2_through_compress_and_export_cli(tmp_path):
+    """The keras.applications model as a user saves it, through both commands with no manual step."""
+    model = keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10,
+                                           classifier_activation=None)
+    report, exported = _compress_and_export_with_the_cli(model, tmp_path)
+    assert exported["op_histogram"]["DEPTHWISE_CONV_2D"] == 17
+    assert report["layers"] and all(entry["params_after"] < entry["params_before"]
+                                    for entry in report["layers"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("RMTKD_SLOW_TESTS"), reason="minutes on 2 cores; set RMTKD_SLOW_TESTS=1")
+@pytest.mark.parametrize("application, kwargs", [("ResNet50", {}), ("MobileNetV2", {"alpha": 1.0}),
+                                                 ("EfficientNetB0", {})])
+def test_full_size_application_through_compress_and_export_cli(tmp_path, application, kwargs):
+    """The three teachers of issue #15 at full width (random weights, 32x32) through `compress` and `export`."""
+    model = getattr(keras.applications, application)(weights=None, input_shape=(32, 32, 3), classes=10,
+                                                     classifier_activation=None, **kwargs)
+    _compress_and_export_with_the_cli(model, tmp_path, compress_exports=True)
 
 
 def test_user_built_keras_hub_encoder_classifier(tmp_path):

@@ -1,4 +1,7 @@
-"""The BERT teachers' GPU route (PyTorch on a borrowed GPU): `python -m benchmarks train {gpu-prepare,gpu-torch,gpu-import}`.
+"""The teachers' GPU routes (on a borrowed GPU machine that has PyTorch and JAX but no TensorFlow).
 
-`train_torch.py` has no dependency on this repository, so it also runs alone on the GPU machine.
+- BERT teachers with PyTorch: `python -m benchmarks train {gpu-prepare,gpu-torch,gpu-import}`;
+  `train_torch.py` has no dependency on this repository, so it also runs alone on the GPU machine.
+- keras.applications teachers on CIFAR-10 with Keras 3 on JAX: `train_keras_apps.py` (see its docstring);
+  it imports nothing from this repository either, except in its `import` step, which runs here.
 """

@@ -1,0 +1,80 @@
+"""The keras.applications teachers' GPU route (benchmarks/gpu_teachers/train_keras_apps.py), the parts that run here.
+
+The training itself runs on a GPU machine with Keras on JAX; here, with TensorFlow, the same code checks what
+travels: the CIFAR-10 JPEG files packed byte for byte, and the weights coming back as shards that `import`
+rebuilds with TensorFlow, checked on the probe images and saved as a `.keras` the pipeline loads.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from benchmarks.gpu_teachers import train_keras_apps as apps
+
+
+def _image_folder(root, per_class=3, classes=("cat", "dog"), seed=0):
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                (root / split / name / f"{i:04d}.jpg").write_bytes(tf.io.encode_jpeg(image, quality=90).numpy())
+    return root
+
+
+def test_packed_jpegs_are_the_files_byte_for_byte(tmp_path):
+    root = _image_folder(tmp_path / "images")
+    info = apps.pack_jpeg_folders(root, tmp_path / "pack.npz")
+    assert info["classes"] == ["cat", "dog"] and info["train_rows"] == info["test_rows"] == 6
+    with np.load(tmp_path / "pack.npz") as pack:
+        files, labels = apps.jpeg_files(pack, "test")
+    expected = sorted((root / "test").glob("*/*.jpg"))
+    assert files == [p.read_bytes() for p in expected]
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+    # PIL (the GPU machine's decoder) is within a few levels of TensorFlow's on the same bytes.
+    pil = apps.decode_jpegs(files)
+    ours = np.stack([tf.io.decode_jpeg(f).numpy() for f in files])
+    assert pil.shape == ours.shape and np.abs(pil.astype(int) - ours).max() <= 8
+
+
+def test_files_with_another_header_are_refused(tmp_path):
+    root = _image_folder(tmp_path / "images")
+    other = tf.io.encode_jpeg(np.zeros((32, 32, 3), np.uint8), quality=50).numpy()  # other quantisation tables
+    (root / "train" / "cat" / "0009.jpg").write_bytes(other)
+    with pytest.raises(ValueError, match="does not share"):
+        apps.pack_jpeg_folders(root, tmp_path / "pack.npz")
+
+
+def test_trained_model_comes_back_through_shards(tmp_path):
+    """`finish` (end of training, any backend) -> shards -> `import_one` with TensorFlow -> a loadable .keras."""
+    root = _image_folder(tmp_path / "images", classes=tuple("abcdefghij"), per_class=2)
+    keras.utils.set_random_seed(0)
+    model = apps.build_model("MobileNetV2", alpha=0.35, name="cifar10_mobilenetv2")
+    assert [layer.name for layer in model.layers[:2]] == ["image", "rescale"]  # flat, on raw pixels
+    x = np.stack([tf.io.decode_jpeg(p.read_bytes()).numpy() for p in sorted((root / "test").glob("*/*.jpg"))])
+    y = np.repeat(np.arange(10), 2)
+    work = tmp_path / "work" / "cifar10_mobilenetv2"
+    work.mkdir(parents=True)
+    meta = apps.finish(model, "cifar10_mobilenetv2", work, {"settings": {}, "history": []}, x, y)
+    assert (work / "DONE").is_file() and meta["params"] == model.count_params()
+
+    record = apps.import_one("cifar10_mobilenetv2", work, tmp_path / "models", data_root=root)
+    assert record["probe_max_abs_err"] < 1e-4  # same weights, same pixels, same backend here
+    assert record["test_rows"] == 20 and record["test_accuracy"] == pytest.approx(meta["test_accuracy_there"])
+    reloaded = keras.models.load_model(tmp_path / "models" / "cifar10_mobilenetv2.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert json.loads((tmp_path / "models" / "cifar10_mobilenetv2.train.json").read_text())["backend_import"]
+
+
+def test_large_tensors_travel_as_float16_and_batchnorm_statistics_exactly(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = apps.build_model("MobileNetV2", alpha=0.35)
+    original = model.get_weights()
+    travelled = apps.round_weights(model)
+    assert {w.dtype for w in travelled if w.size >= apps.FP16_FROM} == {np.dtype(np.float16)}
+    small = [(a, b) for a, b in zip(original, travelled) if a.size < apps.FP16_FROM]
+    assert small and all(np.array_equal(a, b) for a, b in small)
