@@ -185,6 +185,7 @@ def settings_record(args, kind, match, finetune):
         "max_steps": args.max_steps, "final_epochs": args.final_epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "distillation_learning_rate": args.distillation_learning_rate,
         "max_drop": args.max_drop, "seed": args.seed, "target_params": args.target_params,
+        "feature_weight": args.feature_weight,
         "target_flops": args.target_flops, "search_tolerance": args.search_tolerance, "validation": args.validation,
         "tau": args.tau, "energy_fraction": args.energy_fraction, "alpha": finetune["alpha"],
         "temperature": finetune["temperature"], "latency_runs": args.runs, "seq_len": args.seq_len,
@@ -335,10 +336,10 @@ def run(args, kind="compare"):
                 schedule="budgeted", rank_rule=rule, rule_params=rule_params, distillation_epochs=args.epochs,
                 distillation_learning_rate=args.distillation_learning_rate, search_tolerance=args.search_tolerance,
                 target_params=args.target_params, target_flops=args.target_flops, batch_size=args.batch_size,
-                max_drop=args.max_drop, seed=args.seed)
+                max_drop=args.max_drop, seed=args.seed, feature_weight=args.feature_weight)
         else:
             config = CompressionConfig(schedule="iterative", rank_rule=rule, rule_params=rule_params,
-                                       target_params=args.target_params, **base)
+                                       target_params=args.target_params, feature_weight=args.feature_weight, **base)
         log(f"{method}: compress(schedule={schedule!r}) with rule {rule} {rule_params}")
         t0 = time.time()
         student, report = run_rmtkd_loop(teacher, loop_data, config, run_dir / method / "loop",

@@ -128,6 +128,9 @@ def _add_run_options(parser, *, max_steps, final_epochs, runs):
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--distillation-learning-rate", type=float, default=1e-3,
                         help="budgeted and the one-shot baselines: peak learning rate (cosine decay to 0)")
+    parser.add_argument("--feature-weight", type=float, default=0.0,
+                        help="RMT-KD: weight of intermediate-feature distillation (the factorized layers' outputs "
+                             "matched to the teacher's; README 'What it does', step 6)")
     parser.add_argument("--runs", type=_positive(int), default=runs, help="timed invocations per model and precision")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="result JSON (default benchmarks/results/...)")

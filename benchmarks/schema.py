@@ -13,6 +13,7 @@ A result is a JSON object (written atomically by `rmtkd_tf.io.write_json`) with 
   `attention_error` (per-layer attention/encoder-output error of query/key factorizations, no training);
   `cost` (measured seconds per training / inference / distillation / calibration step of a model on this
   machine, extrapolated to the wall time of whole runs);
+  `paired-test` (a student's test accuracy drop paired with its teacher, with its interval);
 - `name`: the result's name (a `compare` result's is `compare_<task name>`);
 - `command`: the command that regenerates it (`python -m benchmarks ...`);
 - `command_as_run`: present when the result was produced by another command (a script since replaced, or a
@@ -41,7 +42,7 @@ from pathlib import Path
 
 SCHEMA_VERSION = 2
 KINDS = ("compare", "compress", "seeds", "floor", "arm64", "retime", "resume", "crosscheck", "distribute", "quantize",
-         "attention_error", "cost")
+         "attention_error", "cost", "paired-test")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -57,10 +57,11 @@ def test_every_committed_result_reads_and_keeps_its_original_command(path):
     result = schema.read_result(path)
     assert result["schema_version"] == schema.SCHEMA_VERSION and result["kind"] in schema.KINDS
     command, as_run = _recorded(path)
-    # A result the driver wrote ran its own command; any other keeps the command it was run with.
-    assert as_run or command.startswith("python -m benchmarks "), \
-        f"{path.name}: the command it was run with is kept as command_as_run"
     assert command.startswith(("python -m benchmarks ", "python -m tools.", "python -m pytest "))
+    if as_run is None:  # written by the driver or a tool itself: its command is the one it was run with
+        assert command.startswith("python -m tools.") or "--task" in shlex.split(command), path.name
+    else:
+        assert as_run.strip(), f"{path.name}: the command it was run with is kept as command_as_run"
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
@@ -80,8 +81,13 @@ def test_recorded_command_maps_to_the_settings_it_was_run_with(path):
         return
     args = _parse_driver_command(command)
     assert args.config is not None and args.config["_path"].is_file()
-    if as_run is None:  # written by the driver itself, from its task config
-        assert "differs_from_as_run" not in args.config, f"{path.name}: nothing to differ from"
+    if as_run is None:  # run by the driver: the settings it recorded are the ones its command parses to now
+        recorded = schema.read_result(path)["settings"]
+        parsed = _settings(args)
+        shared = set(recorded) & set(parsed)
+        assert {"schedule", "epochs", "target_params", "seed"} <= shared
+        assert {k: recorded[k] for k in shared} == {k: parsed[k] for k in shared}, path.name
+        assert "differs_from_as_run" not in args.config
         return
     new, old = _settings(args), _settings(_parse_as_run(as_run))
     declared = args.config.get("differs_from_as_run", {})
@@ -127,6 +133,16 @@ def test_flags_override_the_config_and_name_takes_the_seed():
     assert args.seed == 2 and args.limit == 100 and args.name == "cifar10_mlp_seed2"
     assert args.target_params == 0.2 and args.methods == "rmtkd-mp,rmtkd-iterative,svd-rmtkd-ranks"
     assert args.seeds == [0, 1, 2]
+
+
+def test_feature_weight_reaches_the_compression_config_and_the_recorded_settings():
+    from benchmarks.compare import settings_record
+
+    args = driver.parse(["compress", "--teacher", "t.keras", "--data", "d", "--feature-weight", "0.5"])
+    assert args.feature_weight == 0.5
+    assert driver.parse(["compare", "--teacher", "t.keras", "--data", "d"]).feature_weight == 0.0
+    finetune = {"alpha": 0.7, "temperature": 4.0}
+    assert settings_record(args, "compress", "model", finetune)["feature_weight"] == 0.5
 
 
 def test_compress_keeps_the_old_model_flag_and_its_defaults():
@@ -176,8 +192,8 @@ def test_reader_rejects_what_is_not_a_result(tmp_path):
 
 
 def test_legacy_compress_results_read_as_teacher_and_one_method():
-    results = [r for r in compress_results() if r.get("command_as_run")]  # written by the replaced script
-    assert len(results) == 9
+    results = compress_results()
+    assert len([r for r in results if r.get("command_as_run")]) == 9  # the legacy ones; newer ones come from the driver
     mlp = next(r for r in results if r["name"] == "cifar10_mlp")
     student = mlp["methods"][0]
     assert set(mlp["teacher"]["exports"]) == set(student["exports"]) == {"fp32", "fp16", "int8"}

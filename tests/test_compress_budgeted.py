@@ -35,6 +35,9 @@ def test_target_params_is_met_with_one_cut_distilled_from_the_original(task, tmp
     assert report["student"]["params"] <= 0.5 * report["teacher"]["params"]
     assert report["student"]["flops"] < report["teacher"]["flops"]
     assert len(report["attempts"]) == 1 and report["attempts"][0]["epochs_done"] == 1
+    # validation after every distillation epoch; the last one is the student the check scored
+    attempt = report["attempts"][0]
+    assert attempt["val_accuracy_by_epoch"] == [attempt["val_accuracy_after_distillation"]]
     assert set(report["layers"]) <= {"hidden1", "hidden2"}  # the head is left alone
     for path, entry in report["layers"].items():
         assert type(student.get_layer(path)).__name__ == "LowRankDense"
@@ -98,6 +101,8 @@ def test_resume_continues_an_interrupted_distillation(task, tmp_path):
         compress(model, data, config, tmp_path / "resumed", log=lambda m: None)
     resumed, resumed_report = compress(model, data, config, tmp_path / "resumed", resume=True, log=lambda m: None)
     assert resumed_report["layers"] == full_report["layers"]
+    by_epoch = resumed_report["attempts"][0]["val_accuracy_by_epoch"]
+    assert len(by_epoch) == 2 and by_epoch == pytest.approx(full_report["attempts"][0]["val_accuracy_by_epoch"], abs=1.0)
     np.testing.assert_allclose(resumed.predict(data.x_test, verbose=0), full.predict(data.x_test, verbose=0), atol=1e-4)
     # A finished run resumed again returns the same student without redoing anything.
     again, _ = compress(model, data, config, tmp_path / "resumed", resume=True,

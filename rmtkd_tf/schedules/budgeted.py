@@ -169,12 +169,16 @@ def load_optimizer_state(path, iterations):
 
 class _EpochCheckpoint(keras.callbacks.Callback):
     """Saves the student and its optimizer's state after every distillation epoch, records the progress in
-    the state; restores a resumed distillation's optimizer state (`restore`, the saved variables) first."""
+    the state; restores a resumed distillation's optimizer state (`restore`, the saved variables) first.
 
-    def __init__(self, student, path, attempt, folder, state, restore=None):
+    With `data`, also the student's validation accuracy after each epoch (`val_accuracy_by_epoch`), so a
+    report can say how distillation moved it (one validation pass per epoch).
+    """
+
+    def __init__(self, student, path, attempt, folder, state, restore=None, data=None):
         super().__init__()
         self.student, self.path, self.attempt, self.folder, self.state = student, path, attempt, folder, state
-        self.restore = restore
+        self.restore, self.data = restore, data
 
     def on_train_begin(self, logs=None):
         if self.restore is None:
@@ -193,6 +197,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         save_optimizer_state(self.model.optimizer, optimizer_state_path(self.path))
         self.attempt["epochs_done"] = epoch + 1
         self.attempt["losses"] = {k: float(v) for k, v in (logs or {}).items()}
+        if self.data is not None:
+            by_epoch = self.attempt.setdefault("val_accuracy_by_epoch", [])
+            del by_epoch[epoch:]  # a resumed run may have recorded an epoch it then redid
+            by_epoch.append(accuracy(self.student, self.data.x_validation, self.data.y_validation))
         self.folder.save_state(self.state)
 
 
@@ -242,7 +250,7 @@ def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, fo
         log(f"distilling {cut.params} params from the original model: epochs {done + 1}-{epochs}")
         shown = FitProgress(log, f"distilling {cut.params:,} params", epochs, steps_per_epoch,
                             stage=f"attempt {attempt['attempt']}")
-        callbacks = [_EpochCheckpoint(student, checkpoint, attempt, folder, state, restore=restore), shown]
+        callbacks = [_EpochCheckpoint(student, checkpoint, attempt, folder, state, restore=restore, data=data), shown]
         distil(student, model, data, config, epochs, seed=config.seed * 1000 + attempt["attempt"], initial_epoch=done,
                callbacks=callbacks, learning_rate=rate)
     acc_distilled = accuracy(student, data.x_validation, data.y_validation)

@@ -1,0 +1,89 @@
+"""One-off: a BERT teacher and student timed at one more `.tflite` precision (e.g. int16x8) at a token length.
+
+    python -m tools.time_precision --teacher benchmarks/models/sst2_minilm_pretrained_cpu.keras \
+        --student benchmarks/runs/sst2_minilm_pretrained_cpu/rmtkd-mp/model.keras \
+        --data /work/shared/data/sst2 --limit 2500 --precision int16x8 --seq-len 128 --runs 100 \
+        --out benchmarks/results/time_int16x8_sst2_minilm_pretrained_cpu.json
+
+`python -m benchmarks compress` times fp32 and int8 only. This rebuilds both models at `--seq-len` tokens
+(same weights, `rmtkd_tf.transformers.with_sequence_length`), exports them at `--precision` (calibrated on the
+first `--calibration` calibration sentences of the same `load_task` split as `compress`), and times them with
+the benchmarks' protocol (`benchmarks.timing.time_pair`: interleaved, batch 1, a real test sentence).
+Accuracy is not measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, type=Path)
+    parser.add_argument("--student", required=True, type=Path)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="int16x8")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--calibration", type=int, default=100, help="calibration sentences for the export")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    for path in (args.teacher, args.student):
+        if not path.exists():
+            raise SystemExit(f"error: {path} does not exist")
+    if args.out.exists():
+        raise SystemExit(f"error: {args.out} exists; remove it or choose another --out")
+
+    from benchmarks.compare import _pad_tokens, take_rows
+    from benchmarks.schema import SCHEMA_VERSION
+    from benchmarks.timing import PROTOCOL, latency_entry, time_pair
+    from rmtkd_tf.export import export_tflite
+    from rmtkd_tf.flops import model_flops
+    from rmtkd_tf.io import load_model, write_json
+    from rmtkd_tf.pipeline import load_task
+    from rmtkd_tf.transformers import with_sequence_length
+
+    task = load_task(str(args.teacher), args.data, limit=args.limit, seed=args.seed, log=lambda m: None)
+    x = _pad_tokens(task.data.x_test, args.seq_len)
+    calibration = _pad_tokens(take_rows(task.data.x_calibration, args.calibration), args.seq_len)
+    timed, flops, seconds = {}, {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for role, model in (("teacher", task.model), ("student", load_model(args.student))):
+            t0 = time.perf_counter()
+            rebuilt = with_sequence_length(model, args.seq_len)
+            path = Path(folder) / f"{role}_{args.precision}_seq{args.seq_len}.tflite"
+            export_tflite(rebuilt, path, precision=args.precision, representative_data=calibration,
+                          verify_inputs=take_rows(x, 16))
+            timed[role], flops[role] = path, model_flops(rebuilt)
+            seconds[role] = round(time.perf_counter() - t0, 1)
+        comparison = time_pair(timed["teacher"], timed["student"], x, runs=args.runs)
+        entry = latency_entry(comparison, flops["student"], flops["teacher"])
+    result = {
+        "schema_version": SCHEMA_VERSION, "kind": "retime", "name": args.out.stem,
+        "command": "python -m tools.time_precision " + shlex.join(argv),
+        "date": time.strftime("%Y-%m-%d"), "timing_protocol": PROTOCOL,
+        "precision": args.precision, "seq_len": args.seq_len, "calibration_sentences": args.calibration,
+        "export_seconds": seconds,
+        "median_ms": {"a": entry["teacher_median_ms"], "b": entry["median_ms"]},
+        "speedup_a_over_b": entry["speedup_vs_teacher"],
+        "latency": entry,
+    }
+    write_json(args.out, result)
+    print(f"{args.precision} at {args.seq_len} tokens: teacher {entry['teacher_median_ms']:.1f} ms, student "
+          f"{entry['median_ms']:.1f} ms: {entry['speedup_vs_teacher']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
