@@ -399,6 +399,8 @@ def test_build_script_dry_run_offline_sources(tmp_path):
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("git") is None or shutil.which("curl") is None,
                     reason="needs cmake, git and curl")
+@pytest.mark.skipif(not (shutil.which("protoc") and Path("/usr/include/google/protobuf").is_dir()),
+                    reason="--protobuf system checks for the host protoc and protobuf headers")
 def test_build_script_dry_run_online_downloads_the_tensorflow_files_at_the_pinned_tag(tmp_path):
     lines = _dry_run(tmp_path, {"LITERT_SRC": "/src/litert"}, "--configure-only", "--protobuf", "system")
     downloads = [line for line in lines if line[0] == "curl"]

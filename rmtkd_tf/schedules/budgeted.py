@@ -150,7 +150,7 @@ def save_optimizer_state(optimizer, path):
     store = {}
     optimizer.save_own_variables(store)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, iterations=np.int64(int(optimizer.iterations)), **{f"variable_{k}": v for k, v in store.items()})
+        np.savez(fh, iterations=np.int64(keras.ops.convert_to_numpy(optimizer.iterations)), **{f"variable_{k}": v for k, v in store.items()})
 
 
 def load_optimizer_state(path, iterations):
