@@ -172,6 +172,18 @@ def encode_splits(splits, tokenizer, seq_len):
     return encoded, float(np.mean(encoded["train"]["padding_mask"][:, -1] == 1))
 
 
+def load_and_encode(args, folder, seq_len, t0):
+    """`(data, splits, tokenizer, encoded, truncated)`: the task's splits (`load_text_splits`), encoded with the
+    WordPiece tokenizer of the Hugging Face folder `folder` (`encode_splits`); prints what was loaded."""
+    data, splits = load_text_splits(args)
+    tokenizer = load_bert_tokenizer(folder)
+    encoded, truncated = encode_splits(splits, tokenizer, seq_len)
+    print(f"{data.describe()}; training on {len(splits['train'][1])}, validating on {len(splits['val'][1])}, "
+          f"testing on {len(splits['test'][1])}; {seq_len} tokens ({100 * truncated:.1f}% of training texts "
+          f"truncated); data ready in {time.perf_counter() - t0:.1f}s", flush=True)
+    return data, splits, tokenizer, encoded, truncated
+
+
 def command_line(trainer, argv):
     """The command that reproduces a training run, recorded in its `.train.json`."""
     return f"python -m benchmarks train {trainer} " + shlex.join(sys.argv[1:] if argv is None else list(argv))
@@ -264,12 +276,7 @@ def main(argv=None):
     folder = args.pretrained or pretrained_minilm_folder()
 
     t0 = time.perf_counter()
-    data, splits = load_text_splits(args)
-    tokenizer = load_bert_tokenizer(folder)
-    encoded, truncated = encode_splits(splits, tokenizer, seq_len)
-    print(f"{data.describe()}; training on {len(splits['train'][1])}, validating on {len(splits['val'][1])}, "
-          f"testing on {len(splits['test'][1])}; {seq_len} tokens ({100 * truncated:.1f}% of training texts "
-          f"truncated); data ready in {time.perf_counter() - t0:.1f}s", flush=True)
+    data, splits, tokenizer, encoded, truncated = load_and_encode(args, folder, seq_len, t0)
 
     if args.init == "pretrained":
         backbone = load_bert_backbone(folder)

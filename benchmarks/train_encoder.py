@@ -31,11 +31,10 @@ from benchmarks.train_bert import (  # noqa: E402
     add_training_arguments,
     check_positive,
     command_line,
-    encode_splits,
     fit_and_save,
-    load_text_splits,
+    load_and_encode,
 )
-from rmtkd_tf.transformers import load_bert_tokenizer, pretrained_minilm_folder  # noqa: E402
+from rmtkd_tf.transformers import pretrained_minilm_folder  # noqa: E402
 
 
 def keras_hub_encoder_classifier(vocabulary_size, num_classes, sequence_length, *, hidden_dim=128, num_layers=2,
@@ -82,12 +81,7 @@ def main(argv=None):
     folder = pretrained_minilm_folder()  # only its vocabulary
 
     t0 = time.perf_counter()
-    data, splits = load_text_splits(args)
-    tokenizer = load_bert_tokenizer(folder)
-    encoded, truncated = encode_splits(splits, tokenizer, seq_len)
-    print(f"{data.describe()}; training on {len(splits['train'][1])}, validating on {len(splits['val'][1])}, "
-          f"testing on {len(splits['test'][1])}; {seq_len} tokens ({100 * truncated:.1f}% of training texts "
-          f"truncated); data ready in {time.perf_counter() - t0:.1f}s", flush=True)
+    data, splits, tokenizer, encoded, truncated = load_and_encode(args, folder, seq_len, t0)
     shape = {"hidden_dim": args.hidden_dim, "num_layers": args.layers, "num_heads": args.heads,
              "intermediate_dim": args.intermediate_dim}
     model = keras_hub_encoder_classifier(tokenizer.vocabulary_size(), data.num_classes, seq_len, **shape, name=name)
