@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
+
+from tools.one_off import (add_teacher_student_arguments, load_teacher_task, refuse_existing_out, require_existing,
+                           tool_command)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,29 +29,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", required=True, type=Path)
-    parser.add_argument("--student", required=True, type=Path)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--limit", type=int, help="the --limit the compress run used")
+    add_teacher_student_arguments(parser)
     parser.add_argument("--test-limit", type=int, help="the --test-limit the compress run used")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    for path in (args.teacher, args.student):
-        if not path.exists():
-            raise SystemExit(f"error: {path} does not exist")
-    if args.out.exists():
-        raise SystemExit(f"error: {args.out} exists; remove it or choose another --out")
+    require_existing(args.teacher, args.student)
+    refuse_existing_out(args.out)
 
     from benchmarks.compare import take_rows
     from benchmarks.schema import SCHEMA_VERSION
     from rmtkd_tf.acceptance import paired_accuracy_drop
     from rmtkd_tf.evaluation import per_example_correct
     from rmtkd_tf.io import load_model, write_json
-    from rmtkd_tf.pipeline import load_task
 
-    task = load_task(str(args.teacher), args.data, limit=args.limit, seed=args.seed, log=lambda m: None)
+    task = load_teacher_task(args)
     x, y = task.data.x_test, task.data.y_test
     if args.test_limit is not None:
         x, y = take_rows(x, args.test_limit), y[: args.test_limit]
@@ -58,7 +52,7 @@ def main(argv=None) -> int:
     estimate = paired_accuracy_drop(teacher_correct, student_correct, confidence=args.confidence)
     result = {
         "schema_version": SCHEMA_VERSION, "kind": "paired-test", "name": args.out.stem,
-        "command": "python -m tools.paired_test_drop " + shlex.join(argv),
+        "command": tool_command("tools.paired_test_drop", argv),
         "date": time.strftime("%Y-%m-%d"),
         "data": task.description, "n_test": int(len(y)),
         "teacher": str(args.teacher), "student": str(args.student),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from rmtkd_tf.export import PRECISIONS, ExportError, convert_tflite, keras_predi
 from rmtkd_tf.io import write_json  # noqa: E402
 from rmtkd_tf.pipeline import load_task  # noqa: E402
 from rmtkd_tf.precision_search import export_smallest_accurate  # noqa: E402
+from tools.one_off import tool_command  # noqa: E402
 
 ORDER = ("fp32", "fp16", "int8-dynamic", "int8-mixed", "int16x8", "int8")
 
@@ -71,7 +71,7 @@ def main(argv=None):
             parser.error(f"unknown precision {precision!r}")
     from benchmarks.schema import SCHEMA_VERSION
 
-    command = "python -m tools.quantize_precisions " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = tool_command("tools.quantize_precisions", sys.argv[1:] if argv is None else argv)
     record = {"schema_version": SCHEMA_VERSION, "kind": "quantize", "name": args.out.stem, "command": command,
               "command_as_run": command, "data": args.data, "settings": {k: str(v) for k, v in vars(args).items()},
               "models": {}}

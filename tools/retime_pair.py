@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
+
+from tools.one_off import require_existing, tool_command
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,15 +38,13 @@ def main(argv=None) -> int:
     from rmtkd_tf.io import write_json
     from rmtkd_tf.pipeline import load_task
 
-    for path in (args.a, args.b):
-        if not path.exists():
-            raise SystemExit(f"error: {path} does not exist")
+    require_existing(args.a, args.b)
     x_test = load_task(args.model, args.data, limit=100).data.x_test
     cmp = time_pair(args.a, args.b, x_test, runs=args.runs).to_dict()
     ratios = cmp["ratios"]
     write_json(args.out, {
         "schema_version": SCHEMA_VERSION, "kind": "retime", "name": args.out.stem,
-        "command": "python -m tools.retime_pair " + shlex.join(argv),
+        "command": tool_command("tools.retime_pair", argv),
         "date": time.strftime("%Y-%m-%d"),
         "timing_protocol": PROTOCOL,
         "median_ms": {"a": cmp["a"]["latency_ms"]["median"], "b": cmp["b"]["latency_ms"]["median"]},

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tools.one_off import (add_teacher_student_arguments, load_teacher_task, refuse_existing_out, require_existing,
+                           tool_command)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,22 +30,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", required=True, type=Path)
-    parser.add_argument("--student", required=True, type=Path)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--seed", type=int, default=0)
+    add_teacher_student_arguments(parser)
     parser.add_argument("--precision", default="int16x8")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--calibration", type=int, default=100, help="calibration sentences for the export")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    for path in (args.teacher, args.student):
-        if not path.exists():
-            raise SystemExit(f"error: {path} does not exist")
-    if args.out.exists():
-        raise SystemExit(f"error: {args.out} exists; remove it or choose another --out")
+    require_existing(args.teacher, args.student)
+    refuse_existing_out(args.out)
 
     from benchmarks.compare import _pad_tokens, take_rows
     from benchmarks.schema import SCHEMA_VERSION
@@ -51,10 +46,9 @@ def main(argv=None) -> int:
     from rmtkd_tf.export import export_tflite
     from rmtkd_tf.flops import model_flops
     from rmtkd_tf.io import load_model, write_json
-    from rmtkd_tf.pipeline import load_task
     from rmtkd_tf.transformers import with_sequence_length
 
-    task = load_task(str(args.teacher), args.data, limit=args.limit, seed=args.seed, log=lambda m: None)
+    task = load_teacher_task(args)
     x = _pad_tokens(task.data.x_test, args.seq_len)
     calibration = _pad_tokens(take_rows(task.data.x_calibration, args.calibration), args.seq_len)
     timed, flops, seconds = {}, {}, {}
@@ -71,7 +65,7 @@ def main(argv=None) -> int:
         entry = latency_entry(comparison, flops["student"], flops["teacher"])
     result = {
         "schema_version": SCHEMA_VERSION, "kind": "retime", "name": args.out.stem,
-        "command": "python -m tools.time_precision " + shlex.join(argv),
+        "command": tool_command("tools.time_precision", argv),
         "date": time.strftime("%Y-%m-%d"), "timing_protocol": PROTOCOL,
         "precision": args.precision, "seq_len": args.seq_len, "calibration_sentences": args.calibration,
         "export_seconds": seconds,

@@ -1,0 +1,51 @@
+"""tools/one_off.py: the checks and the recorded command line the one-off tools share, and a tool using them."""
+
+import argparse
+
+import pytest
+
+from tools import paired_test_drop, time_precision
+from tools.one_off import (add_teacher_student_arguments, refuse_existing_out, require_existing, tool_command)
+
+
+def test_tool_command_quotes_like_a_shell():
+    command = tool_command("tools.retime_pair", ["--a", "x y.tflite", "--runs", "5"])
+    assert command == "python -m tools.retime_pair --a 'x y.tflite' --runs 5"
+
+
+def test_require_existing_names_the_first_missing_path(tmp_path):
+    present = tmp_path / "teacher.keras"
+    present.write_text("")
+    require_existing(present)
+    with pytest.raises(SystemExit, match="student.keras does not exist"):
+        require_existing(present, tmp_path / "student.keras", tmp_path / "other.keras")
+
+
+def test_refuse_existing_out(tmp_path):
+    out = tmp_path / "result.json"
+    refuse_existing_out(out)
+    out.write_text("{}")
+    with pytest.raises(SystemExit, match="exists; remove it or choose another --out"):
+        refuse_existing_out(out)
+
+
+def test_teacher_student_arguments_parse():
+    parser = argparse.ArgumentParser()
+    add_teacher_student_arguments(parser)
+    args = parser.parse_args(["--teacher", "t.keras", "--student", "s.keras", "--data", "d", "--limit", "9"])
+    assert (str(args.teacher), str(args.student), args.data, args.limit, args.seed) == ("t.keras", "s.keras", "d", 9, 0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--teacher", "t.keras", "--data", "d"])
+
+
+@pytest.mark.parametrize("tool", [paired_test_drop, time_precision])
+def test_tools_stop_before_loading_on_a_bad_path(tool, tmp_path):
+    teacher, student, out = tmp_path / "t.keras", tmp_path / "s.keras", tmp_path / "out.json"
+    teacher.write_text("")
+    argv = ["--teacher", str(teacher), "--student", str(student), "--data", str(tmp_path), "--out", str(out)]
+    with pytest.raises(SystemExit, match="s.keras does not exist"):
+        tool.main(argv)
+    student.write_text("")
+    out.write_text("{}")
+    with pytest.raises(SystemExit, match="exists; remove it"):
+        tool.main(argv)

@@ -1,0 +1,46 @@
+"""What the one-off tools share: their teacher/student arguments, the checks on their paths, the teacher's task
+and the command line they record.
+
+Imports nothing heavy at module level (TensorFlow loads only in `load_teacher_task`), so a tool can still set
+its environment before the first TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def tool_command(module: str, argv: list[str]) -> str:
+    """The command line a result records: `python -m <module>` and `argv`, quoted as a shell would need."""
+    return f"python -m {module} " + shlex.join(argv)
+
+
+def require_existing(*paths: Path) -> None:
+    """Exit with an error naming the first of `paths` that does not exist."""
+    for path in paths:
+        if not Path(path).exists():
+            raise SystemExit(f"error: {path} does not exist")
+
+
+def refuse_existing_out(path: Path) -> None:
+    """Exit with an error when `path`, a result to write, already exists (a one-off never overwrites)."""
+    if Path(path).exists():
+        raise SystemExit(f"error: {path} exists; remove it or choose another --out")
+
+
+def add_teacher_student_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--teacher`, `--student` (.keras), `--data`, `--limit` and `--seed`: what `load_teacher_task` reads."""
+    parser.add_argument("--teacher", required=True, type=Path)
+    parser.add_argument("--student", required=True, type=Path)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--limit", type=int, help="the --limit the compress run used")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def load_teacher_task(args: argparse.Namespace):
+    """The teacher's `load_task` split as `python -m benchmarks compress` drew it (same limit and seed), quietly."""
+    from rmtkd_tf.pipeline import load_task
+
+    return load_task(str(args.teacher), args.data, limit=args.limit, seed=args.seed, log=lambda message: None)
