@@ -65,6 +65,11 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__:
+    from .shard_pack import pack_shards
+else:  # run as a script on the GPU machine (no TensorFlow, no rmtkd_tf): import from this folder
+    from shard_pack import pack_shards
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 DEFAULT_PACK = ROOT / ".gpu_teachers" / "keras_apps" / "cifar10_jpeg.npz"
@@ -345,23 +350,7 @@ def cmd_train(args):
 
 
 def cmd_pack(args):
-    import shutil
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    total, count = 0, 0
-    for name in args.names:
-        folder = args.work / name
-        if not (folder / "DONE").is_file():
-            sys.exit(f"{name} is not trained in {args.work}")
-        for path in sorted(folder.glob(f"{name}.p*.npz")):
-            size = path.stat().st_size
-            if size > 16 * 2**20:
-                sys.exit(f"{path} is {size} bytes, over the 16 MiB a returned file may have")
-            shutil.copy(path, args.out / path.name)
-            total, count = total + size, count + 1
-    print(f"packed {count} files, {total / 2**20:.1f} MiB into {args.out}", flush=True)
-    if count > 8 or total > 63 * 2**20:
-        sys.exit("over what one call can return (8 files, 64 MiB): pack fewer models per call")
+    pack_shards([args.work / name for name in args.names], args.names, args.out)
 
 
 def import_one(name, folder, out, data_root=DEFAULT_CIFAR, test_rows=None):

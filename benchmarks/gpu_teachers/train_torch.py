@@ -45,6 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__:
+    from .shard_pack import pack_shards
+else:  # run as a script on the GPU machine (no TensorFlow, no rmtkd_tf): import from this folder
+    from shard_pack import pack_shards
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {
     "sst2_minilm_pretrained": dict(task="sst2", init="pretrained", epochs=3, batch_size=32, learning_rate=5e-5, patience=None),
@@ -352,21 +357,8 @@ def best_variant(work, name):
 
 
 def cmd_pack(args):
-    total, count = 0, 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.names:
-        folder = best_variant(args.work, name) if args.best else name
-        if not (args.work / folder / "DONE").is_file():
-            sys.exit(f"{folder} is not trained in {args.work}")
-        for path in sorted((args.work / folder).glob(f"{name}.p*.npz")):
-            size = path.stat().st_size
-            if size > 16 * 2**20:
-                sys.exit(f"{path} is {size} bytes, over the 16 MiB a returned file may have")
-            shutil.copy(path, args.out / path.name)
-            total, count = total + size, count + 1
-    print(f"packed {count} files, {total / 2**20:.1f} MiB into {args.out}", flush=True)
-    if count > 8 or total > 63 * 2**20:
-        sys.exit("over what one call can return (8 files, 64 MiB)")
+    folders = [args.work / (best_variant(args.work, name) if args.best else name) for name in args.names]
+    pack_shards(folders, args.names, args.out)
 
 
 def main(argv=None):
