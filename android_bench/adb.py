@@ -66,7 +66,7 @@ from android_bench.errors import (
     UnauthorizedDeviceError,
     WrongAbiError,
 )
-from android_bench.runner import CommandResult, CommandRunner, SubprocessRunner
+from android_bench.runner import CommandResult, CommandRunner, SubprocessRunner, last_line
 from android_bench.tool_results import result_from_tool_output
 from rmtkd_tf.bench.energy import (
     BatterySample,
@@ -302,15 +302,6 @@ def _hex_mask(mask: str | int | None) -> str | None:
     return text
 
 
-def _last_line(*texts: str) -> str:
-    """Last non-empty line of the first text that has one (error messages end there)."""
-    for text in texts:
-        lines = [line.strip() for line in (text or "").replace("\r", "").splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-    return "no output"
-
-
 def _model_batch_size(path: str) -> int | None:
     """Leading dimension of the model's first input, read with LiteRT (None if it cannot load here)."""
     try:
@@ -356,7 +347,7 @@ class AdbDevice:
             raise ToolNotFoundError(f"adb not found on PATH: {result.stderr.strip()}")
         if check and result.returncode != 0:
             raise DeviceCommandError(
-                f"{what or ' '.join(argv[:5])} failed (exit {result.returncode}): {_last_line(result.stderr, result.stdout)}"
+                f"{what or ' '.join(argv[:5])} failed (exit {result.returncode}): {last_line(result.stderr, result.stdout)}"
             )
         return result
 
@@ -486,7 +477,7 @@ class AdbDevice:
             try:
                 cleanup = self.shell(f"rm -rf {remote_dir}", check=False)
                 if cleanup.returncode != 0:
-                    warnings.warn(f"could not remove {remote_dir} on {self.serial}: {_last_line(cleanup.stderr, cleanup.stdout)}")
+                    warnings.warn(f"could not remove {remote_dir} on {self.serial}: {last_line(cleanup.stderr, cleanup.stdout)}")
             finally:
                 if local_script is not None:
                     os.unlink(local_script)
@@ -505,12 +496,12 @@ class AdbDevice:
         out = parse_run_output(stdout)
         if out.exit_code is None:
             raise BenchmarkFailedError(
-                f"benchmark run on {info.serial} ended without an exit marker: {_last_line(stdout)}"
+                f"benchmark run on {info.serial} ended without an exit marker: {last_line(stdout)}"
             )
         if out.exit_code != 0:
             # The first ERROR line names the cause; the last is usually "Benchmarking failed."
             errors = benchmark_model_errors(out.benchmark_text)
-            reason = errors[0] if errors else _last_line(out.benchmark_text)
+            reason = errors[0] if errors else last_line(out.benchmark_text)
             raise BenchmarkFailedError(f"benchmark_model failed on {info.serial} (exit {out.exit_code}): {reason}")
         delegate = "gpu" if use_gpu else ("xnnpack" if use_xnnpack else "none")
         try:

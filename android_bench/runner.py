@@ -62,6 +62,21 @@ class SubprocessRunner:
         return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
 
 
+def last_line(*texts: str) -> str:
+    """Last non-empty line of the first of `texts` that has one (a failed command's message ends there).
+
+    >>> last_line("", "warning: slow\\r\\nerror: no such file\\n\\n", "ignored")
+    'error: no such file'
+    >>> last_line(None, " ")
+    'no output'
+    """
+    for text in texts:
+        lines = [line.strip() for line in (text or "").replace("\r", "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return "no output"
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""

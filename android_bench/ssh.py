@@ -29,7 +29,7 @@ import uuid
 from typing import Sequence
 
 from android_bench.errors import BenchmarkFailedError, DeviceCommandError, ToolNotFoundError
-from android_bench.runner import CommandResult, CommandRunner, SubprocessRunner
+from android_bench.runner import CommandResult, CommandRunner, SubprocessRunner, last_line
 from rmtkd_tf.bench.schema import (
     BenchmarkResult,
     DeviceInfo,
@@ -46,14 +46,6 @@ REMOTE_SCRIPT_PATH = os.path.join(os.path.dirname(__file__), "remote_litert_benc
 def remote_script_source() -> str:
     with open(REMOTE_SCRIPT_PATH) as handle:
         return handle.read()
-
-
-def _last_line(*texts: str) -> str:
-    for text in texts:
-        lines = [line.strip() for line in (text or "").replace("\r", "").splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-    return "no output"
 
 
 class SshBoard:
@@ -100,10 +92,10 @@ class SshBoard:
         if result.returncode == 127 and "not found" in result.stderr and result.argv[:1] in (("ssh",), ("scp",)):
             raise ToolNotFoundError(f"{result.argv[0]} not found on PATH: install an OpenSSH client")
         if result.returncode == 255:
-            raise DeviceCommandError(f"ssh connection to {self.host} failed: {_last_line(result.stderr)}")
+            raise DeviceCommandError(f"ssh connection to {self.host} failed: {last_line(result.stderr)}")
         if result.returncode != 0:
             raise DeviceCommandError(f"{what} on {self.host} failed (exit {result.returncode}): "
-                                     f"{_last_line(result.stderr, result.stdout)}")
+                                     f"{last_line(result.stderr, result.stdout)}")
         return result
 
     def ssh(self, command: str, input: str | None = None, timeout: float | None = None, check: bool = True) -> CommandResult:
@@ -149,7 +141,7 @@ class SshBoard:
                 raise BenchmarkFailedError(f"benchmark on {self.host} failed: {line[len('RMTKD_ERROR '):].strip()}")
         if payload is None:
             raise BenchmarkFailedError(
-                f"benchmark on {self.host} failed (exit {run.returncode}): {_last_line(run.stderr, run.stdout)}"
+                f"benchmark on {self.host} failed (exit {run.returncode}): {last_line(run.stderr, run.stdout)}"
             )
         latency = LatencyStats.from_samples_ms(payload["latencies_ms"])
         peak_mb = payload["peak_rss_kb"] / 1024.0
