@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.driver import command_line as driver_command_line  # noqa: E402
 from rmtkd_tf.data import load_data, split_train  # noqa: E402
 from rmtkd_tf.io import save_model, write_json  # noqa: E402
 from rmtkd_tf.transformers import (  # noqa: E402
@@ -185,8 +185,9 @@ def load_and_encode(args, folder, seq_len, t0):
 
 
 def command_line(trainer, argv):
-    """The command that reproduces a training run, recorded in its `.train.json`."""
-    return f"python -m benchmarks train {trainer} " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    """The command that reproduces a training run, recorded in its `.train.json` as every result records its own
+    (`benchmarks.driver.command_line`): `python -m benchmarks train TRAINER` and the trainer's arguments."""
+    return driver_command_line(["train", trainer, *(sys.argv[1:] if argv is None else argv)])
 
 
 def fit_and_save(model, splits, encoded, tokenizer, args, *, name, learning_rate, t0, record):

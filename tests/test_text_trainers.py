@@ -43,3 +43,38 @@ def test_keras_hub_encoder_is_a_user_functional_model_whose_encoders_are_candida
     paths = [path for path, _ in candidate_layers(model)]
     assert "encoder_0/ffn_intermediate" in paths and "encoder_1/attention_query" in paths
     assert isinstance(model.get_layer("pooling"), keras.layers.GlobalAveragePooling1D)
+
+
+class _Tokenizer:
+    def vocabulary_size(self):
+        return 64
+
+
+def _record_of(trainer, monkeypatch, argv, tmp_path):
+    """The record `trainer.main(argv)` hands to `fit_and_save`, with data loading and training replaced."""
+    captured = {}
+
+    def fake_load_and_encode(args, folder, seq_len, t0):
+        return type("Data", (), {"num_classes": 2})(), None, _Tokenizer(), None, 0.0
+
+    def fake_fit_and_save(model, splits, encoded, tokenizer, args, *, name, learning_rate, t0, record):
+        captured.update(record)
+        return record
+
+    monkeypatch.setattr(trainer, "load_and_encode", fake_load_and_encode)
+    monkeypatch.setattr(trainer, "fit_and_save", fake_fit_and_save)
+    monkeypatch.setattr(trainer, "pretrained_minilm_folder", lambda: tmp_path)
+    trainer.main(argv)
+    return captured
+
+
+@pytest.mark.parametrize("trainer, name, argv", [
+    (train_bert, "bert", ["--task", "sst2", "--init", "scratch", "--shape", "tiny", "--seq-len", "8",
+                          "--name", "a b", "--learning-rate", "1e-3"]),
+    (train_encoder, "keras-hub-encoder", ["--task", "agnews", "--seq-len", "8", "--hidden-dim", "8", "--heads", "2",
+                                          "--intermediate-dim", "16", "--layers", "1"]),
+])
+def test_training_record_carries_the_command_that_ran(trainer, name, argv, monkeypatch, tmp_path):
+    record = _record_of(trainer, monkeypatch, argv, tmp_path)
+    assert record["command"] == f"python -m benchmarks train {name} " + " ".join(
+        f"'{value}'" if " " in value else value for value in argv)
