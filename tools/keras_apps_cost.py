@@ -235,7 +235,13 @@ def estimates(entry, measure):
 
 
 def markdown(payload):
-    """The two tables of BENCHMARKS.md's #15 section, from a result written by this script."""
+    """The two tables of BENCHMARKS.md's #15 section, from a result written by this script.
+
+    A calibration cell reads `n/a`, and the compress totals beside it carry a `*` (calibration left out), for a
+    result whose collection has no `batches_timed`: one written before `time_collection` timed batches one by
+    one, whose per-batch figure (the difference of two calls' totals) measured nothing. Nothing else in such a
+    result stands in for it; only a rerun fills the cell (the committed keras_apps_cost.json is one of these).
+    """
     def step(t):
         return f"{t['wall_s_median']:.2f} / {t['cpu_s_mean']:.2f}" if t else "-"
 
