@@ -269,7 +269,7 @@ def build_report(teacher, student, data, state):
         },
         "schedule": state.get("schedule", "iterative"),
         "stopped": state.get("stopped"),
-        "layers": _final_layer_table(state),
+        "layers": _final_layer_table(state, student),
     }
     if report["schedule"] == "budgeted":
         report.update(
@@ -292,10 +292,10 @@ def build_report(teacher, student, data, state):
     return report
 
 
-def _final_layer_table(state):
+def _final_layer_table(state, student):
     """`path -> {type, units, params_before, rank, params_after, ...}` of every layer the run factorized."""
     if state.get("schedule") == "budgeted":
-        return _budgeted_layer_table(state)
+        return _budgeted_layer_table(state, student)
     table = {}
     for record in state.get("steps", []):
         if not record.get("accepted"):
@@ -308,8 +308,12 @@ def _final_layer_table(state):
     return table
 
 
-def _budgeted_layer_table(state):
+def _budgeted_layer_table(state, student):
+    """The final cut's ranks; a query/key pair `student` factorizes jointly (`--joint-qk`) shows its joint
+    per-head rank (`joint_qk_rank`, `heads`, `rank` = their product, `params_after`), and the separate rank
+    of the cut it replaced as `separate_rank`."""
     from rmtkd_tf.factorization import low_rank_parameter_count
+    from rmtkd_tf.transformers.low_rank_encoder import joint_qk_parts
 
     decisions = {d["path"]: d for d in state.get("decisions", [])}
     table = {}
@@ -321,4 +325,7 @@ def _budgeted_layer_table(state):
             "params_after": low_rank_parameter_count(decision["fan_in"], decision["units"], rank),
             "n_samples": decision["n_samples"],
         }
+    for path, joint in joint_qk_parts(student).items():
+        if path in table:
+            table[path].update(separate_rank=table[path]["rank"], **joint)
     return table

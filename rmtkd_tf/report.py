@@ -11,6 +11,19 @@ def _fmt_acc(a):
     return f"{a:.2f}" if a is not None else "-"
 
 
+def rank_text(entry):
+    """A compressed layer's rank as the report tables show it (`entry`: a row of a report's `layers`).
+
+    >>> rank_text({"rank": 12})
+    '12'
+    >>> rank_text({"rank": 24, "joint_qk_rank": 2, "heads": 12})
+    'joint Q/K 2/head (12 heads: 24)'
+    """
+    if entry.get("joint_qk_rank") is not None:
+        return f"joint Q/K {entry['joint_qk_rank']}/head ({entry['heads']} heads: {entry['rank']})"
+    return str(entry["rank"])
+
+
 def format_layer_table(decisions):
     """One row per layer: width, samples, rule rank, applied rank, params before/after or why skipped."""
     rows = [("layer", "type", "d", "n", "rule k", "k", "params", "after", "note")]
@@ -58,7 +71,7 @@ def format_summary(report):
     text = _tabulate(rows)
     layer_rows = [("layer", "type", "units", "rank", "params", "after")]
     for path, entry in report.get("layers", {}).items():
-        layer_rows.append((path, entry["type"], str(entry["units"]), str(entry["rank"]), _fmt_int(entry["params_before"]), _fmt_int(entry["params_after"])))
+        layer_rows.append((path, entry["type"], str(entry["units"]), rank_text(entry), _fmt_int(entry["params_before"]), _fmt_int(entry["params_after"])))
     if len(layer_rows) > 1:
         text += "\n\n" + _tabulate(layer_rows)
     text += _format_exports(report.get("export") or {})

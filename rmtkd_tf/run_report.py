@@ -59,7 +59,7 @@ def _save(figure, path):
 
 
 def plot_ranks(rows, path):
-    """Horizontal bars per layer: full rank, signal rank, rank in the student. `rows`: (layer, full, signal, kept)."""
+    """Horizontal bars per layer: full rank, signal rank, rank in the student. `rows`: (layer, full, signal, kept, ...)."""
     from matplotlib.figure import Figure
 
     names = [r[0] for r in rows]
@@ -126,12 +126,15 @@ def _change(teacher, student, relative=True):
 
 
 def _rank_rows(report, spectra):
+    """`(layer, full rank, signal rank, rank in the student, that rank as the table shows it)` per analysed layer."""
+    from rmtkd_tf.report import rank_text
+
     layers = report.get("layers", {})
     rows = []
     for path, decision in spectra.decisions.items():
         full = min(decision.fan_in, decision.units) if getattr(decision, "fan_in", None) else decision.dim
-        kept = layers.get(path, {}).get("rank", full)
-        rows.append((path, full, decision.rule_rank, kept))
+        entry = layers.get(path, {"rank": full})
+        rows.append((path, full, decision.rule_rank, entry["rank"], rank_text(entry)))
     return rows
 
 
@@ -195,7 +198,8 @@ def write_run_report(output_dir, report, spectra=None, log=None):
         ranks = plot_ranks(rank_rows, plots / "ranks.png")
         lines += ["## Ranks", "", f"![rank per layer]({PLOTS_DIR}/{ranks.name})", "",
                   "| layer | full rank | signal rank | student rank |", "|---|---:|---:|---:|"]
-        lines += [f"| {path} | {full} | {'-' if signal is None else signal} | {kept} |" for path, full, signal, kept in rank_rows]
+        lines += [f"| {path} | {full} | {'-' if signal is None else signal} | {kept} |"
+                  for path, full, signal, _, kept in rank_rows]
         lines.append("")
     spectrum_lines = []
     plotted = {path: decision for path, decision in spectra.decisions.items()

@@ -83,6 +83,21 @@ def test_lower_rank_score_error_is_what_the_maths_predicts():
         assert encoder_flops(layers_of(model)[path]) - encoder_flops(encoder) == saved
 
 
+def test_joint_qk_parts_name_the_query_and_key_of_each_joint_encoder():
+    from rmtkd_tf.joint_qk import joint_qk_parameter_count
+    from rmtkd_tf.transformers.low_rank_encoder import joint_qk_parts
+
+    model = tiny_bert_classifier()
+    assert joint_qk_parts(model) == {}
+    moments = collect_qk_moments(model, token_batch(32))
+    student = factorize_joint_qk(model, qk_factors(model, moments, {ENCODERS[0]: 3}))
+    parts = joint_qk_parts(student)
+    assert sorted(parts) == [ENCODERS[0] + "/attention_key", ENCODERS[0] + "/attention_query"]
+    entry = parts[ENCODERS[0] + "/attention_query"]
+    assert (entry["joint_qk_rank"], entry["heads"], entry["rank"]) == (3, 2, 6)
+    assert 2 * entry["params_after"] == joint_qk_parameter_count(16, 2, 3)
+
+
 def test_joint_rank_excludes_separate_query_and_key_ranks():
     with pytest.raises(ValueError, match="leave query_rank and key_rank None"):
         LowRankTransformerEncoder(intermediate_dim=8, num_heads=2, joint_qk_rank=2, key_rank=3)
@@ -142,6 +157,9 @@ def test_joint_qk_is_a_budgeted_option():
 def test_budgeted_compress_with_joint_qk_cuts_query_and_key_jointly(tmp_path):
     from rmtkd_tf.compression import CompressionConfig, CompressionData
     from rmtkd_tf.compression import run as compress
+    from rmtkd_tf.progress import RunLog
+    from rmtkd_tf.report import format_summary
+    from rmtkd_tf.run_report import SpectrumRecorder, write_run_report
 
     model = tiny_bert_classifier()
     x, y = token_batch(96, seed=5), np.random.default_rng(5).integers(0, 3, 96)
@@ -151,9 +169,23 @@ def test_budgeted_compress_with_joint_qk_cuts_query_and_key_jointly(tmp_path):
     config = CompressionConfig(schedule="budgeted", target_params=0.9, distillation_epochs=1, batch_size=32,
                                calibration_samples=64, rank_rule="energy", max_drop=100.0, joint_qk=True,
                                layers=[p + "/" + part for p in ENCODERS for part in ("attention_query", "attention_key")])
-    student, report = compress(model, data, config, tmp_path / "run", log=lambda m: None)
+    log = RunLog(quiet=True)
+    spectra = log.add_listener(SpectrumRecorder())
+    student, report = compress(model, data, config, tmp_path / "run", log=log)
     joint = [joint_qk_rank(layer) for _, layer in iter_graph_layers(student)]
     assert any(rank is not None for rank in joint), report["layers"]
-    assert report["attempts"][0]["joint_qk_ranks"] == {p: r for p, r in zip(
-        [p for p, _ in iter_graph_layers(student)], joint) if r is not None}
+    joint_ranks = report["attempts"][0]["joint_qk_ranks"]
+    assert joint_ranks == {p: r for p, r in zip([p for p, _ in iter_graph_layers(student)], joint) if r is not None}
     assert report["student"]["params"] <= 0.9 * report["teacher"]["params"]
+
+    # The rank tables show the joint per-head rank of query and key, not the separate ranks it replaced.
+    summary = format_summary(report)
+    markdown = write_run_report(tmp_path / "report", report, spectra).read_text()
+    for encoder, rank in joint_ranks.items():
+        for part in ("attention_query", "attention_key"):
+            entry = report["layers"][f"{encoder}/{part}"]
+            assert (entry["joint_qk_rank"], entry["rank"]) == (rank, 2 * rank)
+            assert entry["params_after"] == layers_of(student)[encoder]._self_attention_layer._query_dense.count_params()
+            assert f"joint Q/K {rank}/head (2 heads: {2 * rank})" in summary
+            assert f"| {encoder}/{part} | 16 | " in markdown
+            assert f"| joint Q/K {rank}/head (2 heads: {2 * rank}) |" in markdown

@@ -101,6 +101,25 @@ def joint_qk_rank(layer):
     return getattr(layer, "joint_qk_rank", None) if isinstance(layer, LowRankTransformerEncoder) else None
 
 
+def joint_qk_parts(model):
+    """`{"<encoder>/attention_query" and "/attention_key": entry}` of every encoder of `model` whose query and
+    key are factorized jointly; `entry`: `joint_qk_rank` (per head), `heads`, `rank` (`heads x joint_qk_rank`,
+    the projection's width and the most rank it can have) and `params_after` (the projection's parameters)."""
+    from rmtkd_tf.model_walk import iter_graph_layers
+
+    parts = {}
+    for path, layer in iter_graph_layers(model):
+        rank = joint_qk_rank(layer)
+        if rank is None:
+            continue
+        attention = layer._self_attention_layer
+        heads = int(attention._num_heads)
+        for part, dense in (("attention_query", attention._query_dense), ("attention_key", attention._key_dense)):
+            parts[f"{path}/{part}"] = {"joint_qk_rank": int(rank), "heads": heads, "rank": heads * int(rank),
+                                       "params_after": int(dense.count_params())}
+    return parts
+
+
 def encoder_ranks(layer):
     """`{part: rank}` of the factorized parts of an encoder (empty for a dense `TransformerEncoder`)."""
     if isinstance(layer, LowRankTransformerEncoder):
