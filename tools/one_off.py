@@ -39,6 +39,15 @@ def add_teacher_student_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def parse_teacher_student(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`parser`'s arguments (with `add_teacher_student_arguments` and `--out`), the two models checked to
+    exist and `--out` not to."""
+    args = parser.parse_args(argv)
+    require_existing(args.teacher, args.student)
+    refuse_existing_out(args.out)
+    return args
+
+
 def load_teacher_task(args: argparse.Namespace):
     """The teacher's `load_task` split as `python -m benchmarks compress` drew it (same limit and seed), quietly."""
     from rmtkd_tf.pipeline import load_task

@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.one_off import (add_teacher_student_arguments, load_teacher_task, refuse_existing_out, require_existing,
-                           tool_command)
+from tools.one_off import add_teacher_student_arguments, load_teacher_task, parse_teacher_student, tool_command
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,9 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--test-limit", type=int, help="the --test-limit the compress run used")
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    require_existing(args.teacher, args.student)
-    refuse_existing_out(args.out)
+    args = parse_teacher_student(parser, argv)
 
     from benchmarks.compare import take_rows
     from benchmarks.schema import SCHEMA_VERSION

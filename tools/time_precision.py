@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.one_off import (add_teacher_student_arguments, load_teacher_task, refuse_existing_out, require_existing,
-                           tool_command)
+from tools.one_off import add_teacher_student_arguments, load_teacher_task, parse_teacher_student, tool_command
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,9 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration", type=int, default=100, help="calibration sentences for the export")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    require_existing(args.teacher, args.student)
-    refuse_existing_out(args.out)
+    args = parse_teacher_student(parser, argv)
 
     from benchmarks.compare import _pad_tokens, take_rows
     from benchmarks.schema import SCHEMA_VERSION
