@@ -313,6 +313,7 @@ def _budgeted_layer_table(state, student):
     per-head rank (`joint_qk_rank`, `heads`, `rank` = their product, `params_after`), and the separate rank
     of the cut it replaced as `separate_rank`."""
     from rmtkd_tf.factorization import low_rank_parameter_count
+    from rmtkd_tf.model_walk import iter_graph_layers
     from rmtkd_tf.transformers.low_rank_encoder import joint_qk_parts
 
     decisions = {d["path"]: d for d in state.get("decisions", [])}
@@ -325,7 +326,7 @@ def _budgeted_layer_table(state, student):
             "params_after": low_rank_parameter_count(decision["fan_in"], decision["units"], rank),
             "n_samples": decision["n_samples"],
         }
-    for path, joint in joint_qk_parts(student).items():
+    for path, joint in joint_qk_parts(iter_graph_layers(student)).items():
         if path in table:
             table[path].update(separate_rank=table[path]["rank"], **joint)
     return table

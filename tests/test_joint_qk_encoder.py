@@ -85,13 +85,14 @@ def test_lower_rank_score_error_is_what_the_maths_predicts():
 
 def test_joint_qk_parts_name_the_query_and_key_of_each_joint_encoder():
     from rmtkd_tf.joint_qk import joint_qk_parameter_count
+    from rmtkd_tf.model_walk import iter_graph_layers
     from rmtkd_tf.transformers.low_rank_encoder import joint_qk_parts
 
     model = tiny_bert_classifier()
-    assert joint_qk_parts(model) == {}
+    assert joint_qk_parts(iter_graph_layers(model)) == {}
     moments = collect_qk_moments(model, token_batch(32))
     student = factorize_joint_qk(model, qk_factors(model, moments, {ENCODERS[0]: 3}))
-    parts = joint_qk_parts(student)
+    parts = joint_qk_parts(iter_graph_layers(student))
     assert sorted(parts) == [ENCODERS[0] + "/attention_key", ENCODERS[0] + "/attention_query"]
     entry = parts[ENCODERS[0] + "/attention_query"]
     assert (entry["joint_qk_rank"], entry["heads"], entry["rank"]) == (3, 2, 6)

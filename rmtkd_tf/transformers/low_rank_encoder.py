@@ -101,14 +101,14 @@ def joint_qk_rank(layer):
     return getattr(layer, "joint_qk_rank", None) if isinstance(layer, LowRankTransformerEncoder) else None
 
 
-def joint_qk_parts(model):
-    """`{"<encoder>/attention_query" and "/attention_key": entry}` of every encoder of `model` whose query and
+def joint_qk_parts(graph_layers):
+    """`{"<encoder>/attention_query" and "/attention_key": entry}` of every encoder in `graph_layers` (the
+    `(path, layer)` pairs of `rmtkd_tf.model_walk.iter_graph_layers(model)`; taken as an argument so that this
+    module does not import `model_walk`, which imports it) whose query and
     key are factorized jointly; `entry`: `joint_qk_rank` (per head), `heads`, `rank` (`heads x joint_qk_rank`,
     the projection's width and the most rank it can have) and `params_after` (the projection's parameters)."""
-    from rmtkd_tf.model_walk import iter_graph_layers
-
     parts = {}
-    for path, layer in iter_graph_layers(model):
+    for path, layer in graph_layers:
         rank = joint_qk_rank(layer)
         if rank is None:
             continue
