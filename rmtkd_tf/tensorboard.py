@@ -10,7 +10,8 @@ with `tf.summary`, into `DIR`:
 - `distillation/<loss>`: the distillation losses of every epoch (epochs counted across the run);
 - `rank/<layer>`, `model/params`, `model/flops`, `validation/accuracy`, `validation/accuracy_after_surgery`,
   `validation/drop`, `validation/accepted`: per attempt (budgeted) or step (iterative); an iterative
-  run's ranks are the model's after that step (a rolled-back step leaves them as they were).
+  run's ranks are the model's after that step (a rolled-back step leaves them as they were); a query/key
+  pair factorized jointly (`--joint-qk`) shows its joint rank (heads x per-head rank), as the report does.
 
 `tensorboard --logdir DIR` shows them; `read_scalars(DIR)` reads the scalars back. The summaries are
 written with `tf.summary.write` and the scalar / histogram plugins' metadata, which is what

@@ -161,6 +161,7 @@ def test_budgeted_compress_with_joint_qk_cuts_query_and_key_jointly(tmp_path):
     from rmtkd_tf.progress import RunLog
     from rmtkd_tf.report import format_summary
     from rmtkd_tf.run_report import SpectrumRecorder, write_run_report
+    from rmtkd_tf.tensorboard import TensorBoardLog, read_scalars
 
     model = tiny_bert_classifier()
     x, y = token_batch(96, seed=5), np.random.default_rng(5).integers(0, 3, 96)
@@ -172,7 +173,9 @@ def test_budgeted_compress_with_joint_qk_cuts_query_and_key_jointly(tmp_path):
                                layers=[p + "/" + part for p in ENCODERS for part in ("attention_query", "attention_key")])
     log = RunLog(quiet=True)
     spectra = log.add_listener(SpectrumRecorder())
+    board = log.add_listener(TensorBoardLog(tmp_path / "tb"))
     student, report = compress(model, data, config, tmp_path / "run", log=log)
+    board.close()
     joint = [joint_qk_rank(layer) for _, layer in iter_graph_layers(student)]
     assert any(rank is not None for rank in joint), report["layers"]
     joint_ranks = report["attempts"][0]["joint_qk_ranks"]
@@ -181,6 +184,7 @@ def test_budgeted_compress_with_joint_qk_cuts_query_and_key_jointly(tmp_path):
 
     # The rank tables show the joint per-head rank of query and key, not the separate ranks it replaced.
     summary = format_summary(report)
+    scalars = read_scalars(tmp_path / "tb")
     markdown = write_run_report(tmp_path / "report", report, spectra).read_text()
     for encoder, rank in joint_ranks.items():
         for part in ("attention_query", "attention_key"):
@@ -190,3 +194,5 @@ def test_budgeted_compress_with_joint_qk_cuts_query_and_key_jointly(tmp_path):
             assert f"joint Q/K {rank}/head (2 heads: {2 * rank})" in summary
             assert f"| {encoder}/{part} | 16 | " in markdown
             assert f"| joint Q/K {rank}/head (2 heads: {2 * rank}) |" in markdown
+            # ... and so does TensorBoard's rank of the attempt.
+            assert scalars[f"rank/{encoder}/{part}"] == [(1, 2 * rank)]

@@ -260,6 +260,19 @@ def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, fo
     return student if kept else surgery
 
 
+def _attempt_ranks(cut, surgery):
+    """The ranks an attempt reports: the cut's, except that a query/key pair `surgery` factorizes jointly
+    (`--joint-qk`) shows its joint rank (heads x per-head rank), as the report's rank tables do."""
+    from rmtkd_tf.transformers.low_rank_encoder import joint_qk_parts
+
+    ranks = {path: rank for path, rank in cut.ranks.items() if rank is not None}
+    if surgery is not None:
+        for path, joint in joint_qk_parts(iter_graph_layers(surgery)).items():
+            if path in ranks:
+                ranks[path] = joint["rank"]
+    return ranks
+
+
 def run(model, data, config, folder, state, log, reference, rule, eligible):
     """Run (or continue) the budgeted schedule; returns the final model (the original if no cut holds)."""
     final = folder.named_checkpoint("final")
@@ -315,7 +328,7 @@ def run(model, data, config, folder, state, log, reference, rule, eligible):
         check = reference.check(student, data, config)
         attempt.update(validation_check=check, accepted=check["accepted"], finished=True)
         log(f"attempt {attempt['attempt']}: {cut.params} params: {check.get('text', 'no validation labels')}")
-        emit(log, "attempt", step=attempt["attempt"], ranks={p: r for p, r in cut.ranks.items() if r is not None},
+        emit(log, "attempt", step=attempt["attempt"], ranks=_attempt_ranks(cut, surgery),
              params=cut.params, flops=cut.flops, val_accuracy_after_surgery=attempt.get("val_accuracy_after_surgery"),
              val_accuracy=check.get("val_accuracy"), drop=check.get("drop"), accepted=check["accepted"],
              losses=attempt.get("losses"))
