@@ -279,9 +279,15 @@ def _check_run(subparser, args):
             subparser.error(f"--name {args.name!r}: only {{seed}} may be substituted")
 
 
+def module_command(module, argv):
+    """`python -m <module>` and `argv`, quoted as a shell would need: the command line a result records
+    (this driver's and the one-off tools' alike)."""
+    return f"python -m {module} " + shlex.join(argv)
+
+
 def command_line(argv):
     """The command that reproduces this run, as recorded in results."""
-    return "python -m benchmarks " + shlex.join(argv)
+    return module_command("benchmarks", argv)
 
 
 def main(argv=None):

@@ -8,13 +8,15 @@ its environment before the first TensorFlow import.
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
 
 
 def tool_command(module: str, argv: list[str]) -> str:
-    """The command line a result records: `python -m <module>` and `argv`, quoted as a shell would need."""
-    return f"python -m {module} " + shlex.join(argv)
+    """The command line a result records: `python -m <module>` and `argv`, quoted as a shell would need
+    (the driver's own rule, so a tool's record and a driver run's read alike)."""
+    from benchmarks.driver import module_command
+
+    return module_command(module, argv)
 
 
 def require_existing(*paths: Path) -> None:
