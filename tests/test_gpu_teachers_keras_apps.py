@@ -78,3 +78,20 @@ def test_large_tensors_travel_as_float16_and_batchnorm_statistics_exactly(tmp_pa
     assert {w.dtype for w in travelled if w.size >= apps.FP16_FROM} == {np.dtype(np.float16)}
     small = [(a, b) for a, b in zip(original, travelled) if a.size < apps.FP16_FROM]
     assert small and all(np.array_equal(a, b) for a, b in small)
+
+
+def test_batchnorm_recalibration_sets_the_plain_average_of_batch_statistics():
+    # momentum 0.999 and moving statistics far from the data: inference mode is off until they are re-estimated
+    inputs = keras.Input((4,))
+    norm = keras.layers.BatchNormalization(momentum=0.999, name="bn")
+    model = keras.Model(inputs, norm(inputs))
+    x = np.random.default_rng(0).normal(3.0, 2.0, (1000, 4)).astype("float32")
+    norm.moving_mean.assign(np.full(4, -5.0, "float32"))
+    norm.moving_variance.assign(np.full(4, 50.0, "float32"))
+    assert apps.recalibrate_batch_norm(model, x) == 1
+    batches = x.reshape(-1, apps.BN_BATCH, 4)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), batches.mean(1).mean(0), rtol=1e-4)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), batches.var(1).mean(0), rtol=1e-3)
+    assert norm.momentum == 0.999  # restored
+    normalised = keras.ops.convert_to_numpy(model(x, training=False))
+    assert abs(normalised.mean()) < 0.05 and abs(normalised.std() - 1.0) < 0.05

@@ -49,3 +49,31 @@ def test_tools_stop_before_loading_on_a_bad_path(tool, tmp_path):
     out.write_text("{}")
     with pytest.raises(SystemExit, match="exists; remove it"):
         tool.main(argv)
+
+
+def test_time_precision_times_an_image_classifier_as_it_is(tmp_path):
+    # image inputs have no token length: --seq-len does not apply (recorded null) and nothing is padded or rebuilt
+    import json
+
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "images.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8), y_train=rng.integers(0, 3, 60),
+             x_test=rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 3, 20))
+
+    def classifier(width):
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(width, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+
+    teacher, student, out = tmp_path / "t.keras", tmp_path / "s.keras", tmp_path / "out.json"
+    classifier(32).save(teacher)
+    classifier(4).save(student)
+    argv = ["--teacher", str(teacher), "--student", str(student), "--data", str(data), "--precision", "fp32",
+            "--runs", "3", "--out", str(out)]
+    assert time_precision.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["seq_len"] is None and result["precision"] == "fp32"
+    assert result["median_ms"]["a"] > 0 and result["median_ms"]["b"] > 0 and result["speedup_a_over_b"] > 0

@@ -1,4 +1,4 @@
-"""One-off: a BERT teacher and student timed at one more `.tflite` precision (e.g. int16x8) at a token length.
+"""One-off: a teacher and student timed at one `.tflite` precision (e.g. int16x8), a BERT at a token length.
 
     python -m tools.time_precision --teacher benchmarks/models/sst2_minilm_pretrained_cpu.keras \
         --student benchmarks/runs/sst2_minilm_pretrained_cpu/rmtkd-mp/model.keras \
@@ -9,7 +9,8 @@
 (same weights, `rmtkd_tf.transformers.with_sequence_length`), exports them at `--precision` (calibrated on the
 first `--calibration` calibration sentences of the same `load_task` split as `compress`), and times them with
 the benchmarks' protocol (`benchmarks.timing.time_pair`: interleaved, batch 1, a real test sentence).
-Accuracy is not measured here.
+Accuracy is not measured here. A model whose inputs are not token ids (an image classifier) is timed as it is:
+`--seq-len` does not apply to it and is recorded as null.
 """
 
 from __future__ import annotations
@@ -46,13 +47,19 @@ def main(argv=None) -> int:
     from rmtkd_tf.transformers import with_sequence_length
 
     task = load_teacher_task(args)
-    x = _pad_tokens(task.data.x_test, args.seq_len)
-    calibration = _pad_tokens(take_rows(task.data.x_calibration, args.calibration), args.seq_len)
+    if not isinstance(task.data.x_test, dict):  # not token ids: no length to set
+        args.seq_len = None
+
+    def at_length(x):
+        return x if args.seq_len is None else _pad_tokens(x, args.seq_len)
+
+    x = at_length(task.data.x_test)
+    calibration = at_length(take_rows(task.data.x_calibration, args.calibration))
     timed, flops, seconds = {}, {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for role, model in (("teacher", task.model), ("student", load_model(args.student))):
             t0 = time.perf_counter()
-            rebuilt = with_sequence_length(model, args.seq_len)
+            rebuilt = model if args.seq_len is None else with_sequence_length(model, args.seq_len)
             path = Path(folder) / f"{role}_{args.precision}_seq{args.seq_len}.tflite"
             export_tflite(rebuilt, path, precision=args.precision, representative_data=calibration,
                           verify_inputs=take_rows(x, 16))
@@ -71,8 +78,9 @@ def main(argv=None) -> int:
         "latency": entry,
     }
     write_json(args.out, result)
-    print(f"{args.precision} at {args.seq_len} tokens: teacher {entry['teacher_median_ms']:.1f} ms, student "
-          f"{entry['median_ms']:.1f} ms: {entry['speedup_vs_teacher']:.2f}x")
+    where = "" if args.seq_len is None else f" at {args.seq_len} tokens"
+    print(f"{args.precision}{where}: teacher {entry['teacher_median_ms']:.3f} ms, student "
+          f"{entry['median_ms']:.3f} ms: {entry['speedup_vs_teacher']:.2f}x")
     return 0
 
 

@@ -22,7 +22,14 @@ On the GPU machine (the device tool's `run`, carry [".gpu_teachers/keras_apps", 
 NOT RUN YET on a GPU (the task that wrote it had no device): on a CPU with JAX 0.10.2 and Keras 3.15.1, `train
 --smoke` ran all three, their JAX-saved .keras files loaded with TensorFlow, and `import` read MobileNetV2's
 shards back; the image's JAX (0.11.2 when last listed) with Keras 3.15.1, the epochs that fit in --max-seconds
-and the accuracies reached are unmeasured.
+and the accuracies reached are unmeasured. The same code also trains on TensorFlow's backend on the 2-core build
+machine (`KERAS_BACKEND=tensorflow ... one cifar10_mobilenetv2 --work .gpu_teachers/cpu --epochs 10 --max-seconds
+3600`, 33 min; then `recalibrate`, `pack` and `import` as below): BENCHMARKS.md, "MobileNetV2 trained on the CPU".
+
+After the last epoch `train` re-estimates every BatchNorm's moving statistics on 5,000 training images
+(`recalibrate_batch_norm`): keras.applications' BatchNorms use momentum 0.999, and after a short schedule their
+moving averages still trail the weights, so the model scores at chance in inference mode (MobileNetV2 after 10
+epochs: 10.00% on test before, 61.78% after). `recalibrate NAME --work W` does the same to a model trained before.
 
 Here again (TensorFlow; evaluates with the project's own CIFAR-10 loader and saves benchmarks/models/NAME.keras):
 
@@ -58,6 +65,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -83,6 +91,8 @@ SMOKE = dict(epochs=1, batch_size=32, warmup_epochs=0, train_rows=256, test_rows
 SHARD_BYTES = 14 * 2**20
 FP16_FROM = 2**16  # tensors with at least this many values travel as float16
 PROBE_ROWS = 64
+BN_IMAGES = 5000  # training images whose batch statistics become the BatchNorms' moving statistics
+BN_BATCH = 100
 PROBE_RTOL = 1e-3  # TF logits vs JAX logits on the probe images, relative to the largest |logit|
 JPEG_END = b"\xff\xd9"
 
@@ -192,6 +202,41 @@ def augment(x, rng, pad=4):
     return out
 
 
+def recalibrate_batch_norm(model, x, batch_size=BN_BATCH):
+    """Set every BatchNormalization's moving mean/variance to the plain average of its batch statistics over `x`.
+
+    keras.applications' BatchNorms keep moving averages with momentum 0.999 (MobileNetV2, EfficientNet), which
+    after a short schedule still trail weights that changed fast, so a model that trains well can score at chance
+    in inference mode. Each batch `i` runs in training mode with momentum `i / (i + 1)` (a cumulative average,
+    PyTorch's `update_bn`, as `rmtkd_tf.baselines.recalibrate_batch_norm`, which this script cannot import on the
+    GPU machine); the momenta are restored after. Dropout is active during these passes; no weight changes.
+    Returns the number of BatchNormalization layers updated.
+    """
+    import keras
+
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for i, start in enumerate(range(0, len(x), batch_size)):
+            for layer in layers:
+                layer.momentum = i / (i + 1.0)
+            model(x[start:start + batch_size].astype("float32"), training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def recalibrate(model, x_train, record, seed):
+    """`recalibrate_batch_norm` on BN_IMAGES seeded training images (not augmented); notes it in `record`."""
+    rows = np.random.default_rng(seed).permutation(len(x_train))[:BN_IMAGES]
+    t0 = time.time()
+    count = recalibrate_batch_norm(model, x_train[np.sort(rows)])
+    record["batch_norm_recalibration"] = {"layers": count, "train_images": int(len(rows)),
+                                          "batch_size": BN_BATCH, "wall_s": round(time.time() - t0, 1)}
+
+
 def accuracy(model, x, y, batch_size=500):
     logits = model.predict(x.astype("float32"), batch_size=batch_size, verbose=0)
     return float((logits.argmax(-1) == y).mean() * 100), logits
@@ -252,13 +297,17 @@ def train_one(name, args):
             stopped = f"stopped after epoch {epoch + 1} of {settings['epochs']}: the next would end past --max-seconds"
             print(f"{name}: {stopped}", flush=True)
             break
+    before_recalibration = accuracy(model, x_test, y_test)[0]
     model.save(folder / f"{name}.keras")  # fp32, stays on this machine
     record = {
-        "name": name, "settings": settings, "backend": keras.backend.backend(), "keras": keras.__version__,
+        "name": name, "command": "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(sys.argv[1:]),
+        "settings": settings, "backend": keras.backend.backend(), "keras": keras.__version__,
         "jax": _version("jax"), "device": _device(), "smoke": bool(args.smoke), "seed": args.seed,
         "train_rows": int(len(y_train)), "test_rows": int(len(y_test)), "classes": info["classes"],
         "history": history, "stopped_early": stopped, "train_wall_s": round(time.time() - start, 1),
+        "test_accuracy_before_bn_recalibration": before_recalibration,
     }
+    recalibrate(model, x_train, record, args.seed)
     meta = finish(model, name, folder, record, x_test, y_test)
     print(f"{name}: test accuracy {meta['test_accuracy_there']:.2f}% (PIL pixels, weights as they travel), "
           f"{meta['train_wall_s']:.0f}s", flush=True)
@@ -283,12 +332,17 @@ def _version(module):
 
 
 def _device():
-    try:
-        import jax
+    """What trained the model: JAX's first device, or for another backend the CPU count (no GPU there)."""
+    import keras
 
-        return str(jax.devices()[0])
-    except Exception:  # another backend, or no JAX
-        return None
+    if keras.backend.backend() == "jax":
+        try:
+            import jax
+
+            return str(jax.devices()[0])
+        except Exception:  # JAX without a usable device
+            return None
+    return f"{keras.backend.backend()} on a CPU with {os.cpu_count()} cores"
 
 
 def write_shards(weights, meta, probe_x, probe_logits, folder, name):
@@ -349,6 +403,28 @@ def cmd_train(args):
         sys.exit(f"training failed for {failed}")
 
 
+def cmd_recalibrate(args):
+    """Recalibrate the BatchNorms of a model `train` already wrote (`--work/NAME/NAME.keras`, fp32) and write its
+    shards again; for a model trained before `train` did this itself."""
+    import keras
+
+    folder = args.work / args.name
+    _, meta, _, _ = read_shards(folder, args.name)
+    if "batch_norm_recalibration" in meta:
+        sys.exit(f"{args.name}: its BatchNorms were recalibrated already")
+    model = keras.models.load_model(folder / f"{args.name}.keras")
+    _, splits = load_pack(args.data)
+    (x_train, _), (x_test, y_test) = splits["train"], splits["test"]
+    record = {k: v for k, v in meta.items() if k not in ("test_accuracy_there", "params", "variables", "config")}
+    record["test_accuracy_before_bn_recalibration"] = accuracy(model, x_test, y_test)[0]
+    record["batch_norm_recalibration_command"] = "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(
+        sys.argv[1:])
+    recalibrate(model, x_train, record, args.seed)
+    meta = finish(model, args.name, folder, record, x_test, y_test)
+    print(f"{args.name}: test accuracy {record['test_accuracy_before_bn_recalibration']:.2f}% -> "
+          f"{meta['test_accuracy_there']:.2f}% (PIL pixels, weights as they travel)", flush=True)
+
+
 def cmd_pack(args):
     pack_shards([args.work / name for name in args.names], args.names, args.out)
 
@@ -378,8 +454,10 @@ def import_one(name, folder, out, data_root=DEFAULT_CIFAR, test_rows=None):
     record = {k: v for k, v in meta.items() if k not in ("config", "variables")}
     record.update(test_accuracy=test_accuracy, test_rows=int(len(data.y_test)), probe_max_abs_err=probe_err,
                   keras_import=keras.__version__, backend_import=keras.backend.backend(),
-                  note="Trained with Keras 3 on JAX (benchmarks/gpu_teachers/train_keras_apps.py); test accuracy "
+                  note=f"Trained with Keras {meta.get('keras')} on its {meta.get('backend')} backend "
+                       f"({meta.get('device')}; benchmarks/gpu_teachers/train_keras_apps.py); test accuracy "
                        "measured here with rmtkd_tf.data's TensorFlow-decoded pixels.")
+    record["import_command"] = "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(sys.argv[1:])
     write_json(out / f"{name}.train.json", record)
     print(f"{name}: test accuracy {test_accuracy:.2f}% here ({meta.get('test_accuracy_there', float('nan')):.2f}% "
           f"there), probe logits within {probe_err:.1e}, saved {out / (name + '.keras')}", flush=True)
@@ -416,6 +494,11 @@ def main(argv=None):
         p.add_argument("--eval-every", type=int, default=5)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--smoke", action="store_true", help="256 train / 64 test images, 1 epoch, alpha 0.35")
+    p = sub.add_parser("recalibrate", help="re-estimate a trained model's BatchNorm statistics, write its shards again")
+    p.add_argument("name", choices=list(MODELS))
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=DEFAULT_PACK)
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("pack", help="copy trained models' shards to --out (what one call returns)")
     p.add_argument("names", nargs="+", choices=list(MODELS))
     p.add_argument("--work", type=Path, required=True)
@@ -431,7 +514,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}: choose from {list(MODELS)}")
     {"pack-data": cmd_pack_data, "train": cmd_train, "one": lambda a: train_one(a.name, a), "pack": cmd_pack,
-     "import": cmd_import}[args.command](args)
+     "recalibrate": cmd_recalibrate, "import": cmd_import}[args.command](args)
 
 
 if __name__ == "__main__":
