@@ -27,7 +27,7 @@ machine (`KERAS_BACKEND=tensorflow ... one cifar10_mobilenetv2 --work .gpu_teach
 3600`, 33 min; then `recalibrate`, `pack` and `import` as below): BENCHMARKS.md, "MobileNetV2 trained on the CPU".
 
 After the last epoch `train` re-estimates every BatchNorm's moving statistics on 5,000 training images
-(`recalibrate_batch_norm`): keras.applications' BatchNorms use momentum 0.999, and after a short schedule their
+(`recalibrate_batch_norm`): MobileNetV2's BatchNorms use momentum 0.999, and after a short schedule their
 moving averages still trail the weights, so the model scores at chance in inference mode (MobileNetV2 after 10
 epochs: 10.00% on test before, 61.78% after). `recalibrate NAME --work W` does the same to a model trained before.
 
@@ -205,7 +205,7 @@ def augment(x, rng, pad=4):
 def recalibrate_batch_norm(model, x, batch_size=BN_BATCH):
     """Set every BatchNormalization's moving mean/variance to the plain average of its batch statistics over `x`.
 
-    keras.applications' BatchNorms keep moving averages with momentum 0.999 (MobileNetV2, EfficientNet), which
+    MobileNetV2's BatchNorms keep moving averages with momentum 0.999 (keras.applications' others: 0.99), which
     after a short schedule still trail weights that changed fast, so a model that trains well can score at chance
     in inference mode. Each batch `i` runs in training mode with momentum `i / (i + 1)` (a cumulative average,
     PyTorch's `update_bn`, as `rmtkd_tf.baselines.recalibrate_batch_norm`, which this script cannot import on the
@@ -298,7 +298,6 @@ def train_one(name, args):
             print(f"{name}: {stopped}", flush=True)
             break
     before_recalibration = accuracy(model, x_test, y_test)[0]
-    model.save(folder / f"{name}.keras")  # fp32, stays on this machine
     record = {
         "name": name, "command": "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(sys.argv[1:]),
         "settings": settings, "backend": keras.backend.backend(), "keras": keras.__version__,
@@ -308,6 +307,7 @@ def train_one(name, args):
         "test_accuracy_before_bn_recalibration": before_recalibration,
     }
     recalibrate(model, x_train, record, args.seed)
+    model.save(folder / f"{name}.keras")  # fp32 with the recalibrated statistics, stays on this machine
     meta = finish(model, name, folder, record, x_test, y_test)
     print(f"{name}: test accuracy {meta['test_accuracy_there']:.2f}% (PIL pixels, weights as they travel), "
           f"{meta['train_wall_s']:.0f}s", flush=True)
@@ -420,6 +420,7 @@ def cmd_recalibrate(args):
     record["batch_norm_recalibration_command"] = "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(
         sys.argv[1:])
     recalibrate(model, x_train, record, args.seed)
+    model.save(folder / f"{args.name}.keras")  # fp32, now with the recalibrated statistics
     meta = finish(model, args.name, folder, record, x_test, y_test)
     print(f"{args.name}: test accuracy {record['test_accuracy_before_bn_recalibration']:.2f}% -> "
           f"{meta['test_accuracy_there']:.2f}% (PIL pixels, weights as they travel)", flush=True)
