@@ -297,9 +297,12 @@ def train_one(name, args):
             stopped = f"stopped after epoch {epoch + 1} of {settings['epochs']}: the next would end past --max-seconds"
             print(f"{name}: {stopped}", flush=True)
             break
-    before_recalibration = accuracy(model, x_test, y_test)[0]
+    # the last epoch was scored already unless training stopped early
+    before_recalibration = history[-1].get("test_accuracy")
+    if before_recalibration is None:
+        before_recalibration = accuracy(model, x_test, y_test)[0]
     record = {
-        "name": name, "command": "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(sys.argv[1:]),
+        "name": name, "command": _this_command(),
         "settings": settings, "backend": keras.backend.backend(), "keras": keras.__version__,
         "jax": _version("jax"), "device": _device(), "smoke": bool(args.smoke), "seed": args.seed,
         "train_rows": int(len(y_train)), "test_rows": int(len(y_test)), "classes": info["classes"],
@@ -322,6 +325,12 @@ def finish(model, name, folder, record, x_test, y_test):
     write_shards(weights, meta, x_test[:PROBE_ROWS], logits[:PROBE_ROWS], folder, name)
     (folder / "DONE").write_text("")
     return meta
+
+
+def _this_command():
+    """The command line that ran this script, as a record keeps it (the script runs without the benchmarks
+    package on the GPU machine, so not `benchmarks.driver.module_command`)."""
+    return "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(sys.argv[1:])
 
 
 def _version(module):
@@ -417,8 +426,7 @@ def cmd_recalibrate(args):
     (x_train, _), (x_test, y_test) = splits["train"], splits["test"]
     record = {k: v for k, v in meta.items() if k not in ("test_accuracy_there", "params", "variables", "config")}
     record["test_accuracy_before_bn_recalibration"] = accuracy(model, x_test, y_test)[0]
-    record["batch_norm_recalibration_command"] = "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(
-        sys.argv[1:])
+    record["batch_norm_recalibration_command"] = _this_command()
     recalibrate(model, x_train, record, args.seed)
     model.save(folder / f"{args.name}.keras")  # fp32, now with the recalibrated statistics
     meta = finish(model, args.name, folder, record, x_test, y_test)
@@ -458,7 +466,7 @@ def import_one(name, folder, out, data_root=DEFAULT_CIFAR, test_rows=None):
                   note=f"Trained with Keras {meta.get('keras')} on its {meta.get('backend')} backend "
                        f"({meta.get('device')}; benchmarks/gpu_teachers/train_keras_apps.py); test accuracy "
                        "measured here with rmtkd_tf.data's TensorFlow-decoded pixels.")
-    record["import_command"] = "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(sys.argv[1:])
+    record["import_command"] = _this_command()
     write_json(out / f"{name}.train.json", record)
     print(f"{name}: test accuracy {test_accuracy:.2f}% here ({meta.get('test_accuracy_there', float('nan')):.2f}% "
           f"there), probe logits within {probe_err:.1e}, saved {out / (name + '.keras')}", flush=True)
