@@ -3,9 +3,10 @@
     python -m tools.int8_layer_errors --model STUDENT.keras --data ../shared/data/cifar10 --limit 25000 \
         --out benchmarks/results/int8_layer_errors_NAME.json
 
-Calibrates int8 as `rmtkd-tf export --precision int8` does (`--representative-samples` images of the
-calibration split that `compress` carves with the same seed, limit and fraction; TFLite's
-`TFLITE_BUILTINS_INT8`), then runs TFLite's `QuantizationDebugger` on `--debug-samples` further calibration
+Converts with the converter settings of `rmtkd-tf export --precision int8` (`rmtkd_tf.export`'s own:
+`TFLITE_BUILTINS_INT8`, calibrated on `--representative-samples` images of the calibration split that `compress`
+carves with the same seed, limit and fraction) but with float input and output tensors, because the debugger
+feeds and compares float values; the shipped file's int8 input and output add one rounding at each end. It then runs TFLite's `QuantizationDebugger` on `--debug-samples` further calibration
 images: the output of each quantized op is compared with the same op computed in float on the same (dequantized)
 inputs, so each figure is the error that op adds, not what has accumulated before it. The figure per tensor is
 RMSE / scale, the error in units of its own quantization step. Uniform rounding alone gives 1/sqrt(12) = 0.29;
@@ -37,15 +38,18 @@ def tensor_errors(model, calibration, debug) -> list[dict]:
     """One row per quantized tensor: op, tensor name, RMSE / scale (sorted worst first)."""
     import tensorflow as tf
 
+    from rmtkd_tf.export import SIGNATURE_KEY, _apply_settings, _converter_settings
+
     def batches(x):
         return lambda: ([x[i : i + 1].astype("float32")] for i in range(len(x)))
 
+    # export's own int8 settings (one rule for what "int8" means), less its int8 input/output types
+    settings = _converter_settings("int8", batches(calibration))
+    del settings["inference_input_type"], settings["inference_output_type"]
     with tempfile.TemporaryDirectory(prefix="rmtkd_int8_errors_") as directory:
         model.export(directory, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = batches(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=[SIGNATURE_KEY])
+        _apply_settings(converter, settings)
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=batches(debug))
         debugger.run()
     buffer = io.StringIO()
@@ -97,7 +101,8 @@ def main(argv=None):
     summary = summarise(rows)
     print(summary)
     for row in rows[:10]:
-        print(f'{row["op"]:18s} {row["rmse_over_scale"]:6.2f}  {row["tensor"][:100]}')
+        ratio = "n/a" if row["rmse_over_scale"] is None else f'{row["rmse_over_scale"]:.2f}'  # scale 0
+        print(f'{row["op"]:18s} {ratio:>6s}  {row["tensor"][:100]}')
     write_json(args.out, {"schema_version": SCHEMA_VERSION, "kind": "int8_layer_errors", "name": args.out.stem,
                           "command": tool_command("tools.int8_layer_errors", sys.argv[1:] if argv is None else argv),
                           "model": str(args.model), "data": args.data, "summary": summary, "tensors": rows})
