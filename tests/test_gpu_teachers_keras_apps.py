@@ -95,3 +95,45 @@ def test_batchnorm_recalibration_sets_the_plain_average_of_batch_statistics():
     assert norm.momentum == 0.999  # restored
     normalised = keras.ops.convert_to_numpy(model(x, training=False))
     assert abs(normalised.mean()) < 0.05 and abs(normalised.std() - 1.0) < 0.05
+
+
+def _train_args(tmp_path, pack, **overrides):
+    import argparse
+
+    values = dict(work=tmp_path / "work", data=pack, epochs=3, batch_size=None, input_size=None,
+                  max_seconds=1e9, eval_every=5, seed=0, smoke=True, resume=False)
+    return argparse.Namespace(**dict(values, **overrides))
+
+
+def _small_model(application, input_size=32, alpha=None, num_classes=10, name=None):
+    """A few-layer stand-in for the application (what is checkpointed does not depend on the architecture)."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=4)(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization()(x))
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name=name)
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_with_the_optimizer_state(tmp_path, monkeypatch):
+    """--max-seconds stops after epoch 1 and leaves a checkpoint; a new run refuses to overwrite it; --resume
+    continues the same schedule (the optimizer's step count carries on) to the last epoch, then removes it."""
+    monkeypatch.setattr(apps, "build_model", _small_model)
+    root = _image_folder(tmp_path / "images", classes=tuple("abcdefghij"), per_class=4)
+    apps.pack_jpeg_folders(root, tmp_path / "pack.npz")
+    name, folder = "cifar10_mobilenetv2", tmp_path / "work" / "cifar10_mobilenetv2"
+    apps.train_one(name, _train_args(tmp_path, tmp_path / "pack.npz", max_seconds=0.0))
+    checkpoint, state_file = (folder / f"{name}.checkpoint.keras", folder / f"{name}.checkpoint.json")
+    state = json.loads(state_file.read_text())
+    assert checkpoint.is_file() and [e["epoch"] for e in state["history"]] == [1]
+
+    with pytest.raises(SystemExit, match="pass --resume"):
+        apps.train_one(name, _train_args(tmp_path, tmp_path / "pack.npz"))
+    with pytest.raises(SystemExit, match="other settings"):
+        apps.load_checkpoint(folder, name, dict(state["settings"], epochs=4), 0)
+
+    apps.train_one(name, _train_args(tmp_path, tmp_path / "pack.npz", resume=True))
+    _, meta, _, _ = apps.read_shards(folder, name)
+    assert [e["epoch"] for e in meta["history"]] == [1, 2, 3] and meta["resumed_after_epochs"] == 1
+    assert meta["stopped_early"] is None and not checkpoint.exists() and not state_file.exists()
+    steps_per_epoch = -(-40 // apps.SMOKE["batch_size"])
+    final = keras.models.load_model(folder / f"{name}.keras")
+    assert int(final.optimizer.iterations) == 3 * steps_per_epoch  # not 2 epochs' worth: the state was restored

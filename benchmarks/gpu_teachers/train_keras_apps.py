@@ -27,6 +27,13 @@ machine (`KERAS_BACKEND=tensorflow ... one cifar10_mobilenetv2 --work .gpu_teach
 3600`, 33 min; then `recalibrate`, `pack` and `import` as below): BENCHMARKS.md, "MobileNetV2 trained on the CPU";
 `one cifar10_efficientnetb0 ... --epochs 10` took 42 min: "EfficientNet-B0 trained on the CPU".
 
+Long runs checkpoint: after every epoch but the last, `one`/`train` write `--work/NAME/NAME.checkpoint.keras` (the
+model with its optimizer state) and `NAME.checkpoint.json` (settings, history, the augmentation generator's state),
+each renamed into place. A run stopped by --max-seconds, or killed, continues with the same command plus `--resume`
+(a ResNet-50 over several CPU sessions); without it a new run refuses to overwrite the checkpoint. The checkpoint
+is removed once the last epoch is done. Fit's shuffling is reseeded at a resume, so the epochs after it see
+another order than an uninterrupted run would (same augmentation draws).
+
 After the last epoch `train` re-estimates every BatchNorm's moving statistics on 5,000 training images
 (`recalibrate_batch_norm`): MobileNetV2's BatchNorms use momentum 0.999, and after a short schedule their
 moving averages still trail the weights, so the model scores at chance in inference mode (MobileNetV2 after 10
@@ -252,9 +259,8 @@ def round_weights(model):
     return weights
 
 
-def train_one(name, args):
-    import keras
-
+def train_settings(name, args):
+    """MODELS[name] with the smoke-run and command-line overrides applied."""
     settings = dict(MODELS[name])
     if args.smoke:
         settings.update(SMOKE)
@@ -263,6 +269,81 @@ def train_one(name, args):
     for key in ("epochs", "batch_size", "input_size"):
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
+    return settings
+
+
+def compiled_model(name, settings, num_classes, train_rows, seed):
+    """The untrained model with its optimizer: SGD + Nesterov, linear warm-up then cosine decay to 0."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(settings["application"], settings["input_size"], settings.get("alpha"), num_classes, name=name)
+    steps_per_epoch = math.ceil(train_rows / settings["batch_size"])
+    total, warmup = settings["epochs"] * steps_per_epoch, settings["warmup_epochs"] * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else settings["learning_rate"], max(total - warmup, 1), alpha=0.0,
+        warmup_target=settings["learning_rate"] if warmup else None, warmup_steps=warmup)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                                 weight_decay=settings["weight_decay"]),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+# ---------------------------------------------------------------- checkpoints (resume a long CPU run)
+def _checkpoint_files(folder, name):
+    return folder / f"{name}.checkpoint.keras", folder / f"{name}.checkpoint.json"
+
+
+def save_checkpoint(model, folder, name, state):
+    """After each epoch: the model with its optimizer state (Keras saves both) and `state` (settings, seed,
+    history, the augmentation generator's state, wall seconds so far), each written to a temporary file and
+    renamed, so that a run killed while saving leaves the previous checkpoint whole."""
+    model_file, state_file = _checkpoint_files(folder, name)
+    model.save(model_file.with_name(f"{name}.partial.keras"))
+    os.replace(model_file.with_name(f"{name}.partial.keras"), model_file)
+    state_file.with_suffix(".partial").write_text(json.dumps(state))
+    os.replace(state_file.with_suffix(".partial"), state_file)
+
+
+def load_checkpoint(folder, name, settings, seed):
+    """(model, state) from `save_checkpoint`, or (None, None) when there is none; exits with one line when the
+    checkpoint was written with other settings or another seed (it cannot continue this run)."""
+    import keras
+
+    model_file, state_file = _checkpoint_files(folder, name)
+    if not (model_file.exists() and state_file.exists()):
+        return None, None
+    state = json.loads(state_file.read_text())
+    if state["settings"] != settings or state["seed"] != seed:
+        sys.exit(f"{name}: the checkpoint in {folder} was written with other settings or seed "
+                 f"({state['settings']}, seed {state['seed']}); rerun with those or move it away")
+    return keras.models.load_model(model_file), state
+
+
+def start_or_resume(name, folder, settings, args, num_classes, train_rows):
+    """(model, history, augmentation generator, wall seconds already trained). A checkpoint in `folder` is
+    continued with --resume and refused without it (a new run would overwrite it)."""
+    import keras
+
+    model, state = load_checkpoint(folder, name, settings, args.seed)
+    if state is not None and not args.resume:
+        sys.exit(f"{name}: {folder} holds a checkpoint after epoch {len(state['history'])} of "
+                 f"{settings['epochs']}; pass --resume to continue it, or use another --work")
+    rng = np.random.default_rng(args.seed)
+    if state is None:
+        return compiled_model(name, settings, num_classes, train_rows, args.seed), [], rng, 0.0
+    rng.bit_generator.state = state["augment_rng"]
+    # fit's shuffling draws from Keras' global seed: reseeded per resume point, so epochs after a resume are
+    # shuffled differently from an uninterrupted run (the augmentation draws are the same)
+    keras.utils.set_random_seed(args.seed + len(state["history"]))
+    print(f"{name}: resumed after epoch {len(state['history'])} of {settings['epochs']}", flush=True)
+    return model, state["history"], rng, state["train_wall_s"]
+
+
+def train_one(name, args):
+    import keras
+
+    settings = train_settings(name, args)
     folder = args.work / name
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -271,21 +352,9 @@ def train_one(name, args):
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     print(f"{name}: {len(y_train)} train / {len(y_test)} test images decoded in {time.time() - t0:.0f}s", flush=True)
 
-    keras.utils.set_random_seed(args.seed)
-    model = build_model(settings["application"], settings["input_size"], settings.get("alpha"),
-                        len(info["classes"]), name=name)
-    steps_per_epoch = math.ceil(len(y_train) / settings["batch_size"])
-    total, warmup = settings["epochs"] * steps_per_epoch, settings["warmup_epochs"] * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else settings["learning_rate"], max(total - warmup, 1), alpha=0.0,
-        warmup_target=settings["learning_rate"] if warmup else None, warmup_steps=warmup)
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
-                                                 weight_decay=settings["weight_decay"]),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    rng = np.random.default_rng(args.seed)
-    history, stopped = [], None
-    start = time.time()
-    for epoch in range(settings["epochs"]):
+    model, history, rng, wall_before = start_or_resume(name, folder, settings, args, len(info["classes"]), len(y_train))
+    stopped, start, first_epoch = None, time.time(), len(history)
+    for epoch in range(first_epoch, settings["epochs"]):
         t_epoch = time.time()
         logs = model.fit(augment(x_train, rng).astype("float32"), y_train, batch_size=settings["batch_size"],
                          epochs=epoch + 1, initial_epoch=epoch, shuffle=True, verbose=0).history
@@ -296,10 +365,16 @@ def train_one(name, args):
         history.append(entry)
         print(f"{name}: {json.dumps(entry)}", flush=True)
         elapsed = time.time() - start
-        if epoch + 1 < settings["epochs"] and elapsed + elapsed / (epoch + 1) > args.max_seconds:
-            stopped = f"stopped after epoch {epoch + 1} of {settings['epochs']}: the next would end past --max-seconds"
-            print(f"{name}: {stopped}", flush=True)
-            break
+        if epoch + 1 < settings["epochs"]:
+            save_checkpoint(model, folder, name, {
+                "settings": settings, "seed": args.seed, "history": history,
+                "augment_rng": rng.bit_generator.state, "train_wall_s": round(wall_before + elapsed, 1)})
+            # this invocation's own epochs estimate the next one's time
+            if elapsed + elapsed / (epoch + 1 - first_epoch) > args.max_seconds:
+                stopped = (f"stopped after epoch {epoch + 1} of {settings['epochs']}: the next would end past "
+                           f"--max-seconds (--resume continues from the checkpoint)")
+                print(f"{name}: {stopped}", flush=True)
+                break
     # the last epoch was scored already unless training stopped early
     before_recalibration = history[-1].get("test_accuracy")
     if before_recalibration is None:
@@ -309,12 +384,18 @@ def train_one(name, args):
         "settings": settings, "backend": keras.backend.backend(), "keras": keras.__version__,
         "jax": _version("jax"), "device": _device(), "smoke": bool(args.smoke), "seed": args.seed,
         "train_rows": int(len(y_train)), "test_rows": int(len(y_test)), "classes": info["classes"],
-        "history": history, "stopped_early": stopped, "train_wall_s": round(time.time() - start, 1),
+        "history": history, "stopped_early": stopped,
+        "train_wall_s": round(wall_before + time.time() - start, 1),
         "test_accuracy_before_bn_recalibration": before_recalibration,
     }
+    if first_epoch:
+        record["resumed_after_epochs"] = first_epoch
     recalibrate(model, x_train, record, args.seed)
     model.save(folder / f"{name}.keras")  # fp32 with the recalibrated statistics, stays on this machine
     meta = finish(model, name, folder, record, x_test, y_test)
+    if stopped is None:
+        for file in _checkpoint_files(folder, name):
+            file.unlink(missing_ok=True)
     print(f"{name}: test accuracy {meta['test_accuracy_there']:.2f}% (PIL pixels, weights as they travel), "
           f"{meta['train_wall_s']:.0f}s", flush=True)
 
@@ -402,8 +483,7 @@ def cmd_train(args):
         for key in ("epochs", "batch_size", "input_size"):
             if getattr(args, key) is not None:
                 command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-        if args.smoke:
-            command.append("--smoke")
+        command += ["--smoke"] * args.smoke + ["--resume"] * args.resume
         # Several JAX processes share one GPU: none may preallocate most of its memory.
         env = dict(os.environ, PYTHONUNBUFFERED="1", KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "jax"),
                    XLA_PYTHON_CLIENT_PREALLOCATE="false")
@@ -506,6 +586,8 @@ def main(argv=None):
         p.add_argument("--eval-every", type=int, default=5)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--smoke", action="store_true", help="256 train / 64 test images, 1 epoch, alpha 0.35")
+        p.add_argument("--resume", action="store_true",
+                       help="continue from the checkpoint the last run left in --work (one after every epoch)")
     p = sub.add_parser("recalibrate", help="re-estimate a trained model's BatchNorm statistics, write its shards again")
     p.add_argument("name", choices=list(MODELS))
     p.add_argument("--work", type=Path, required=True)
