@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -212,6 +214,8 @@ def import_one(name, args):
         "parity_max_abs_logit_diff": parity,
         "parity_rows": len(keras_logits),
         "import_wall_s": round(time.perf_counter() - t0, 1),
+        "command": meta.get("command"),  # None for shards trained before train_torch.py recorded it
+        "import_command": args.command_line,
         "note": NOTE,
     }
     if len(candidates) > 1 or args.selection_note:
@@ -245,6 +249,7 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="check and measure, write nothing but the vocabulary")
     parser.add_argument("--allow-smoke", action="store_true")
     args = parser.parse_args(argv)
+    args.command_line = "python -m benchmarks train gpu-import " + shlex.join(sys.argv[1:] if argv is None else argv)
     unknown = sorted(set(args.names) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")

@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -311,6 +312,8 @@ def train_one(full_name, args):
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "probe_rows": PROBE_ROWS, "probe_logits": probe.tolist(),
+        # the `one` command `train` ran (a script on the GPU machine: not benchmarks.driver.module_command)
+        "command": "python benchmarks/gpu_teachers/train_torch.py " + shlex.join(sys.argv[1:]),
     }
     paths = write_shards(tensors, meta, args.work / full_name, name)
     (args.work / full_name / "DONE").write_text("ok\n")
