@@ -77,3 +77,31 @@ def test_time_precision_times_an_image_classifier_as_it_is(tmp_path):
     result = json.loads(out.read_text())
     assert result["seq_len"] is None and result["precision"] == "fp32"
     assert result["median_ms"]["a"] > 0 and result["median_ms"]["b"] > 0 and result["speedup_a_over_b"] > 0
+
+
+def test_paired_test_drop_on_the_test_half_a_test_split_run_left(tmp_path):
+    # a compress run with --validation test-split validated on half of the test split: its test figures, and
+    # the paired drop, are on the other half only
+    import json
+
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "images.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8), y_train=np.arange(60) % 3,
+             x_test=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), y_test=np.arange(40) % 3)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    teacher, out = tmp_path / "t.keras", tmp_path / "out.json"
+    model.save(teacher)
+    argv = ["--teacher", str(teacher), "--student", str(teacher), "--data", str(data), "--out", str(out)]
+    assert paired_test_drop.main(argv + ["--validation", "test-split"]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_test"] == 20 and result["drop"] == 0.0  # the same model twice: nothing discordant
+    assert result["teacher_only_correct"] == result["student_only_correct"] == 0
+    out.unlink()
+    assert paired_test_drop.main(argv) == 0
+    assert json.loads(out.read_text())["n_test"] == 40  # validation from train: the whole test split

@@ -33,12 +33,16 @@ def refuse_existing_out(path: Path) -> None:
 
 
 def add_teacher_student_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--teacher`, `--student` (.keras), `--data`, `--limit` and `--seed`: what `load_teacher_task` reads."""
+    """`--teacher`, `--student` (.keras), `--data`, `--limit`, `--seed` and `--validation`: what
+    `load_teacher_task` reads."""
     parser.add_argument("--teacher", required=True, type=Path)
     parser.add_argument("--student", required=True, type=Path)
     parser.add_argument("--data", required=True)
     parser.add_argument("--limit", type=int, help="the --limit the compress run used")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation", default="auto",
+                        help="the --validation the compress run used (test-split: the test figures are on the "
+                             "half of the test split it did not validate on)")
 
 
 def parse_teacher_student(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -54,4 +58,5 @@ def load_teacher_task(args: argparse.Namespace):
     """The teacher's `load_task` split as `python -m benchmarks compress` drew it (same limit and seed), quietly."""
     from rmtkd_tf.pipeline import load_task
 
-    return load_task(str(args.teacher), args.data, limit=args.limit, seed=args.seed, log=lambda message: None)
+    return load_task(str(args.teacher), args.data, limit=args.limit, seed=args.seed,
+                     validation=getattr(args, "validation", "auto"), log=lambda message: None)
