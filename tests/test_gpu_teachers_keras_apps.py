@@ -133,6 +133,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_with_the_optimizer_state(tmp_
     apps.train_one(name, _train_args(tmp_path, tmp_path / "pack.npz", resume=True))
     _, meta, _, _ = apps.read_shards(folder, name)
     assert [e["epoch"] for e in meta["history"]] == [1, 2, 3] and meta["resumed_after_epochs"] == 1
+    assert len(meta["commands"]) == 2 and meta["command"] == meta["commands"][0]
     assert meta["stopped_early"] is None and not checkpoint.exists() and not state_file.exists()
     steps_per_epoch = -(-40 // apps.SMOKE["batch_size"])
     final = keras.models.load_model(folder / f"{name}.keras")

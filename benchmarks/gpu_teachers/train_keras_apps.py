@@ -323,8 +323,9 @@ def load_checkpoint(folder, name, settings, seed):
 
 
 def start_or_resume(name, folder, settings, args, num_classes, train_rows):
-    """(model, history, augmentation generator, wall seconds already trained). A checkpoint in `folder` is
-    continued with --resume and refused without it (a new run would overwrite it)."""
+    """(model, history, augmentation generator, wall seconds already trained, the commands that trained it so
+    far). A checkpoint in `folder` is continued with --resume and refused without it (a new run would overwrite
+    it)."""
     import keras
 
     model, state = load_checkpoint(folder, name, settings, args.seed)
@@ -333,13 +334,13 @@ def start_or_resume(name, folder, settings, args, num_classes, train_rows):
                  f"{settings['epochs']}; pass --resume to continue it, or use another --work")
     rng = np.random.default_rng(args.seed)
     if state is None:
-        return compiled_model(name, settings, num_classes, train_rows, args.seed), [], rng, 0.0
+        return compiled_model(name, settings, num_classes, train_rows, args.seed), [], rng, 0.0, []
     rng.bit_generator.state = state["augment_rng"]
     # fit's shuffling draws from Keras' global seed: reseeded per resume point, so epochs after a resume are
     # shuffled differently from an uninterrupted run (the augmentation draws are the same)
     keras.utils.set_random_seed(args.seed + len(state["history"]))
     print(f"{name}: resumed after epoch {len(state['history'])} of {settings['epochs']}", flush=True)
-    return model, state["history"], rng, state["train_wall_s"]
+    return model, state["history"], rng, state["train_wall_s"], state["commands"]
 
 
 def train_one(name, args):
@@ -354,7 +355,9 @@ def train_one(name, args):
     (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     print(f"{name}: {len(y_train)} train / {len(y_test)} test images decoded in {time.time() - t0:.0f}s", flush=True)
 
-    model, history, rng, wall_before = start_or_resume(name, folder, settings, args, len(info["classes"]), len(y_train))
+    model, history, rng, wall_before, commands = start_or_resume(name, folder, settings, args, len(info["classes"]),
+                                                                 len(y_train))
+    commands = commands + [_this_command()]
     stopped, start, first_epoch = None, time.time(), len(history)
     for epoch in range(first_epoch, settings["epochs"]):
         t_epoch = time.time()
@@ -370,7 +373,8 @@ def train_one(name, args):
         if epoch + 1 < settings["epochs"]:
             save_checkpoint(model, folder, name, {
                 "settings": settings, "seed": args.seed, "history": history,
-                "augment_rng": rng.bit_generator.state, "train_wall_s": round(wall_before + elapsed, 1)})
+                "augment_rng": rng.bit_generator.state, "train_wall_s": round(wall_before + elapsed, 1),
+                "commands": commands})
             # this invocation's own epochs estimate the next one's time
             if elapsed + elapsed / (epoch + 1 - first_epoch) > args.max_seconds:
                 stopped = (f"stopped after epoch {epoch + 1} of {settings['epochs']}: the next would end past "
@@ -382,7 +386,7 @@ def train_one(name, args):
     if before_recalibration is None:
         before_recalibration = accuracy(model, x_test, y_test)[0]
     record = {
-        "name": name, "command": _this_command(),
+        "name": name, "command": commands[0],
         "settings": settings, "backend": keras.backend.backend(), "keras": keras.__version__,
         "jax": _version("jax"), "device": _device(), "smoke": bool(args.smoke), "seed": args.seed,
         "train_rows": int(len(y_train)), "test_rows": int(len(y_test)), "classes": info["classes"],
@@ -390,8 +394,8 @@ def train_one(name, args):
         "train_wall_s": round(wall_before + time.time() - start, 1),
         "test_accuracy_before_bn_recalibration": before_recalibration,
     }
-    if first_epoch:
-        record["resumed_after_epochs"] = first_epoch
+    if first_epoch:  # the first command started it, each later one resumed it
+        record.update(resumed_after_epochs=first_epoch, commands=commands)
     recalibrate(model, x_train, record, args.seed)
     model.save(folder / f"{name}.keras")  # fp32 with the recalibrated statistics, stays on this machine
     meta = finish(model, name, folder, record, x_test, y_test)
