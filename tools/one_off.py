@@ -59,4 +59,4 @@ def load_teacher_task(args: argparse.Namespace):
     from rmtkd_tf.pipeline import load_task
 
     return load_task(str(args.teacher), args.data, limit=args.limit, seed=args.seed,
-                     validation=getattr(args, "validation", "auto"), log=lambda message: None)
+                     validation=args.validation, log=lambda message: None)

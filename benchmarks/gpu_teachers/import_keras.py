@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.driver import command_line as driver_command_line  # noqa: E402
 from benchmarks.gpu_teachers.prepare import DEFAULT_DATA_ROOT, task_splits  # noqa: E402
 from benchmarks.gpu_teachers.train_torch import MODELS, read_shards  # noqa: E402
 
@@ -249,7 +249,7 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="check and measure, write nothing but the vocabulary")
     parser.add_argument("--allow-smoke", action="store_true")
     args = parser.parse_args(argv)
-    args.command_line = "python -m benchmarks train gpu-import " + shlex.join(sys.argv[1:] if argv is None else argv)
+    args.command_line = driver_command_line(["train", "gpu-import", *(sys.argv[1:] if argv is None else argv)])
     unknown = sorted(set(args.names) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
