@@ -77,7 +77,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -86,8 +85,10 @@ from pathlib import Path
 import numpy as np
 
 if __package__:
+    from .script_command import script_command
     from .shard_pack import pack_shards
 else:  # run as a script on the GPU machine (no TensorFlow, no rmtkd_tf): import from this folder
+    from script_command import script_command
     from shard_pack import pack_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -357,7 +358,7 @@ def train_one(name, args):
 
     model, history, rng, wall_before, commands = start_or_resume(name, folder, settings, args, len(info["classes"]),
                                                                  len(y_train))
-    commands = commands + [_this_command()]
+    commands = commands + [script_command(__file__)]
     stopped, start, first_epoch = None, time.time(), len(history)
     for epoch in range(first_epoch, settings["epochs"]):
         t_epoch = time.time()
@@ -396,14 +397,20 @@ def train_one(name, args):
     }
     if first_epoch:  # the first command started it, each later one resumed it
         record.update(resumed_after_epochs=first_epoch, commands=commands)
-    recalibrate(model, x_train, record, args.seed)
-    model.save(folder / f"{name}.keras")  # fp32 with the recalibrated statistics, stays on this machine
-    meta = finish(model, name, folder, record, x_test, y_test)
+    meta = recalibrate_and_finish(model, name, folder, record, x_train, (x_test, y_test), args.seed)
     if stopped is None:
         for file in _checkpoint_files(folder, name):
             file.unlink(missing_ok=True)
     print(f"{name}: test accuracy {meta['test_accuracy_there']:.2f}% (PIL pixels, weights as they travel), "
           f"{meta['train_wall_s']:.0f}s", flush=True)
+
+
+def recalibrate_and_finish(model, name, folder, record, x_train, test, seed):
+    """The end of a training run (and of `recalibrate`): BatchNorm statistics re-estimated on training images,
+    the fp32 model saved as `folder/NAME.keras` (it stays on this machine), then `finish`; returns the meta."""
+    recalibrate(model, x_train, record, seed)
+    model.save(folder / f"{name}.keras")
+    return finish(model, name, folder, record, *test)
 
 
 def finish(model, name, folder, record, x_test, y_test):
@@ -415,12 +422,6 @@ def finish(model, name, folder, record, x_test, y_test):
     write_shards(weights, meta, x_test[:PROBE_ROWS], logits[:PROBE_ROWS], folder, name)
     (folder / "DONE").write_text("")
     return meta
-
-
-def _this_command():
-    """The command line that ran this script, as a record keeps it (the script runs without the benchmarks
-    package on the GPU machine, so not `benchmarks.driver.module_command`)."""
-    return "python benchmarks/gpu_teachers/train_keras_apps.py " + shlex.join(sys.argv[1:])
 
 
 def _version(module):
@@ -515,10 +516,8 @@ def cmd_recalibrate(args):
     (x_train, _), (x_test, y_test) = splits["train"], splits["test"]
     record = {k: v for k, v in meta.items() if k not in ("test_accuracy_there", "params", "variables", "config")}
     record["test_accuracy_before_bn_recalibration"] = accuracy(model, x_test, y_test)[0]
-    record["batch_norm_recalibration_command"] = _this_command()
-    recalibrate(model, x_train, record, args.seed)
-    model.save(folder / f"{args.name}.keras")  # fp32, now with the recalibrated statistics
-    meta = finish(model, args.name, folder, record, x_test, y_test)
+    record["batch_norm_recalibration_command"] = script_command(__file__)
+    meta = recalibrate_and_finish(model, args.name, folder, record, x_train, (x_test, y_test), args.seed)
     print(f"{args.name}: test accuracy {record['test_accuracy_before_bn_recalibration']:.2f}% -> "
           f"{meta['test_accuracy_there']:.2f}% (PIL pixels, weights as they travel)", flush=True)
 
@@ -555,7 +554,7 @@ def import_one(name, folder, out, data_root=DEFAULT_CIFAR, test_rows=None):
                   note=f"Trained with Keras {meta.get('keras')} on its {meta.get('backend')} backend "
                        f"({meta.get('device')}; benchmarks/gpu_teachers/train_keras_apps.py); test accuracy "
                        "measured here with rmtkd_tf.data's TensorFlow-decoded pixels.")
-    record["import_command"] = _this_command()
+    record["import_command"] = script_command(__file__)
     write_json(out / f"{name}.train.json", record)
     print(f"{name}: test accuracy {test_accuracy:.2f}% here ({meta.get('test_accuracy_there', float('nan')):.2f}% "
           f"there), probe logits within {probe_err:.1e}, saved {out / (name + '.keras')}", flush=True)

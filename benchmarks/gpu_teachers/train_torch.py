@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -47,8 +46,10 @@ from pathlib import Path
 import numpy as np
 
 if __package__:
+    from .script_command import script_command
     from .shard_pack import pack_shards
 else:  # run as a script on the GPU machine (no TensorFlow, no rmtkd_tf): import from this folder
+    from script_command import script_command
     from shard_pack import pack_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,8 +313,7 @@ def train_one(full_name, args):
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "probe_rows": PROBE_ROWS, "probe_logits": probe.tolist(),
-        # the `one` command `train` ran (a script on the GPU machine: not benchmarks.driver.module_command)
-        "command": "python benchmarks/gpu_teachers/train_torch.py " + shlex.join(sys.argv[1:]),
+        "command": script_command(__file__),  # the `one` command `train` ran
     }
     paths = write_shards(tensors, meta, args.work / full_name, name)
     (args.work / full_name / "DONE").write_text("ok\n")
