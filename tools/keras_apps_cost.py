@@ -3,6 +3,7 @@
     nice -n 10 python -m tools.keras_apps_cost [--steps 30] [--out benchmarks/results/keras_apps_cost.json]
     nice -n 10 python -m tools.keras_apps_cost --models MobileNetV2,EfficientNetB0 --resnet-sizes "" --out ...
     nice -n 10 python -m tools.keras_apps_cost --models ResNet50 --no-32 --resnet-sizes 64,224 --out ...
+    python -m tools.keras_apps_cost --resnet-sizes "" --dtype-policies float32,mixed_bfloat16 --out ...
     python -m tools.keras_apps_cost --markdown RESULT.json [RESULT.json ...]   # BENCHMARKS.md's tables
 
 For ResNet-50, MobileNetV2 (alpha 1.0) and EfficientNet-B0 (`weights=None`, 10 classes, logits) at 32x32, and
@@ -21,6 +22,8 @@ Each timing runs `--warmup` steps first (tracing, first allocations) and reports
 and process CPU seconds of the following `--steps` steps, with the load average around it: the machine is
 shared, so wall times are upper bounds of what the same code would take alone; CPU seconds (all threads of
 the process) are the demand: alone on the 2 cores a step would take between half of them and all of them.
+`--dtype-policies` times each model under each Keras dtype policy in the same run (`mixed_bfloat16`: bfloat16
+compute, float32 variables; does this CPU's bf16 hardware pay off in TensorFlow's kernels?).
 `estimates["wall"]` and `estimates["cpu"]` extrapolate each to one CIFAR-10 epoch (50,000 images), teacher runs
 of 30 and 100 epochs, and a default `rmtkd-tf compress` on full CIFAR-10 (see `compress_estimate`). Weights are
 random: step times do not depend on them.
@@ -155,16 +158,22 @@ def time_collection(model, x, batch_size, batches=4):
             }, round(t4 - t3, 2), round(c4 - c3, 2)
 
 
-def measure(label, application, size, x, y, args, full):
+def measure(label, application, size, x, y, args, full, dtype_policy="float32"):
     keras.backend.clear_session()
     gc.collect()
-    model = build(application, size, args.alpha if application == "MobileNetV2" else None)
+    keras.mixed_precision.set_global_policy(dtype_policy)
+    try:
+        model = build(application, size, args.alpha if application == "MobileNetV2" else None)
+    finally:  # the policy applies to the layers built above; nothing else is built under it
+        keras.mixed_precision.set_global_policy("float32")
     batch = args.batch_size if size <= 128 else args.large_batch_size
     steps = args.steps if size == 32 else args.upsampled_steps
     entry = {"application": application, "input_size": size, "params": int(model.count_params()),
              "flops_per_image": int(model_flops(model)), "load_before": [round(v, 2) for v in os.getloadavg()]}
     if application == "MobileNetV2":
         entry["alpha"] = args.alpha
+    if dtype_policy != "float32":
+        entry["dtype_policy"] = dtype_policy
     print(f"{label}: {entry['params']:,} params", flush=True)
     entry["inference"] = time_inference(model, x, batch, args.warmup, steps)
     print(f"  inference {entry['inference']}", flush=True)
@@ -249,7 +258,8 @@ def markdown(payload):
              "| calibration batch | rank decisions |", "|---|---|---|---|---|---|---|---|---|"]
     for r in payload["results"].values():
         collection = r.get("collection")
-        name = r["application"] + (f" (alpha {r['alpha']})" if "alpha" in r else "")
+        name = r["application"] + (f" (alpha {r['alpha']})" if "alpha" in r else "") + (
+            f", {r['dtype_policy']}" if "dtype_policy" in r else "")
         size = f"{r['input_size']}x{r['input_size']}" + (" (upsampled in the model)" if r["input_size"] != 32 else "")
         calibration = "-" if not collection else (
             f"{collection['wall_s_per_batch']:.2f} / {collection['cpu_s_per_batch']:.2f}"
@@ -271,7 +281,8 @@ def markdown(payload):
             partial = sub is not None and w[key]["calibration_s"] is None  # calibration not measured
             return f"{a:g} / {b:g}{'*' if partial else ''}"
 
-        lines.append(f"| {r['application']} | {r['input_size']}x{r['input_size']} | {pair('train_epoch_h')} "
+        name = r["application"] + (f", {r['dtype_policy']}" if "dtype_policy" in r else "")
+        lines.append(f"| {name} | {r['input_size']}x{r['input_size']} | {pair('train_epoch_h')} "
                      f"| {pair('teacher_30_epochs_h')} | {pair('teacher_100_epochs_h')} "
                      f"| {pair('compress', 'total_h_with_target')} | {pair('compress', 'total_h_without_target')} |")
     return "\n".join(lines)
@@ -285,9 +296,11 @@ def recover_from_log(log_path, out, command_as_run):
     for line in Path(log_path).read_text().splitlines():
         if "@" in line and line.endswith(" params") and ":" in line:
             label = line.split(":")[0]
-            application, size = label.split("@")[0], int(label.split("@")[1])
+            application, at = label.split("@")
+            size, _, policy = at.partition("/")  # `ResNet50@32/mixed_bfloat16` under another dtype policy
             params = int(line.split(": ")[1].split()[0].replace(",", ""))
-            results[label] = {"application": application, "input_size": size, "params": params}
+            results[label] = {"application": application, "input_size": int(size), "params": params,
+                              **({"dtype_policy": policy} if policy else {})}
         elif label and line.startswith("  ") and line.split()[0] in ("inference", "train", "distill"):
             key, text = line.strip().split(" ", 1)
             results[label][key] = ast.literal_eval(text)
@@ -323,6 +336,8 @@ def main(argv=None):
     parser.add_argument("--resnet-sizes", default="64,224", help="upsampled ResNet-50 inputs ('' for none)")
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
     parser.add_argument("--models", default="ResNet50,MobileNetV2,EfficientNetB0")
+    parser.add_argument("--dtype-policies", default="float32",
+                        help="Keras dtype policies to time each 32x32 model under, e.g. float32,mixed_bfloat16")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "keras_apps_cost.json"))
     parser.add_argument("--recover-from-log", metavar="LOG", default=None,
                         help="write --out from the printed measurements of a run stopped before its JSON")
@@ -345,9 +360,11 @@ def main(argv=None):
     data = load_data(args.data, limit=args.images, seed=0)
     x, y = data.x_train.astype("float32"), data.y_train.astype("int32")
     print(f"{len(x)} CIFAR-10 training images, shape {x.shape[1:]}", flush=True)
-    jobs = [(f"{name}@32", name, 32, True) for name in args.models.split(",") if name and args.at_32]
+    policies = [p for p in args.dtype_policies.split(",") if p]
+    jobs = [(f"{name}@32" + ("" if policy == "float32" else f"/{policy}"), name, 32, True, policy)
+            for name in args.models.split(",") if name and args.at_32 for policy in policies]
     if "ResNet50" in args.models.split(","):
-        jobs += [(f"ResNet50@{s}", "ResNet50", int(s), False) for s in args.resnet_sizes.split(",") if s]
+        jobs += [(f"ResNet50@{s}", "ResNet50", int(s), False, "float32") for s in args.resnet_sizes.split(",") if s]
     results = {}
     payload = {
         "schema_version": 2, "kind": "cost", "name": Path(args.out).stem,
@@ -366,8 +383,8 @@ def main(argv=None):
         "results": results,
         "complete": False,
     }
-    for label, application, size, full in jobs:
-        results[label] = measure(label, application, size, x, y, args, full)
+    for label, application, size, full, policy in jobs:
+        results[label] = measure(label, application, size, x, y, args, full, policy)
         results[label]["estimates"] = {m: estimates(results[label], m) for m in STEP}
         print(f"  estimates {results[label]['estimates']}", flush=True)
         payload["wall_s"] = round(time.time() - t0, 1)
