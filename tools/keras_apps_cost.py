@@ -158,6 +158,9 @@ def time_collection(model, x, batch_size, batches=4):
             }, round(t4 - t3, 2), round(c4 - c3, 2)
 
 
+# Whether other jobs shared the machine is not known here: each model's entry records the load averages around it.
+MACHINE = "the project's 2-core x86-64 CPU build machine (other load: each model's load_before / load_after)"
+
 def measure(label, application, size, x, y, args, full, dtype_policy="float32"):
     keras.backend.clear_session()
     gc.collect()
@@ -243,6 +246,12 @@ def estimates(entry, measure):
     return out
 
 
+def _model_label(result, with_alpha=False):
+    """`MobileNetV2 (alpha 1.0), mixed_bfloat16`: the application, its width if asked, and a non-default policy."""
+    alpha = f" (alpha {result['alpha']})" if with_alpha and "alpha" in result else ""
+    policy = f", {result['dtype_policy']}" if "dtype_policy" in result else ""
+    return result["application"] + alpha + policy
+
 def markdown(payload):
     """The two tables of BENCHMARKS.md's #15 section, from a result written by this script.
 
@@ -258,8 +267,7 @@ def markdown(payload):
              "| calibration batch | rank decisions |", "|---|---|---|---|---|---|---|---|---|"]
     for r in payload["results"].values():
         collection = r.get("collection")
-        name = r["application"] + (f" (alpha {r['alpha']})" if "alpha" in r else "") + (
-            f", {r['dtype_policy']}" if "dtype_policy" in r else "")
+        name = _model_label(r, with_alpha=True)
         size = f"{r['input_size']}x{r['input_size']}" + (" (upsampled in the model)" if r["input_size"] != 32 else "")
         calibration = "-" if not collection else (
             f"{collection['wall_s_per_batch']:.2f} / {collection['cpu_s_per_batch']:.2f}"
@@ -281,7 +289,7 @@ def markdown(payload):
             partial = sub is not None and w[key]["calibration_s"] is None  # calibration not measured
             return f"{a:g} / {b:g}{'*' if partial else ''}"
 
-        name = r["application"] + (f", {r['dtype_policy']}" if "dtype_policy" in r else "")
+        name = _model_label(r)
         lines.append(f"| {name} | {r['input_size']}x{r['input_size']} | {pair('train_epoch_h')} "
                      f"| {pair('teacher_30_epochs_h')} | {pair('teacher_100_epochs_h')} "
                      f"| {pair('compress', 'total_h_with_target')} | {pair('compress', 'total_h_without_target')} |")
@@ -314,7 +322,7 @@ def recover_from_log(log_path, out, command_as_run):
         "command_as_run": command_as_run,
         "recovered_from_log": str(log_path),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"what": "the project's 2-core x86-64 CPU build machine, shared with other jobs at the time",
+        "machine": {"what": MACHINE,
                     "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__},
         "assumptions": {"cifar10_train": CIFAR_TRAIN, "cifar10_test": CIFAR_TEST, "teacher_epochs": TEACHER_EPOCHS,
                         "compress": COMPRESS, "compress_estimate": compress_estimate.__doc__.strip()},
@@ -373,7 +381,7 @@ def main(argv=None):
         "command_as_run": f"nice -n {os.nice(0)} " + " ".join(shlex.quote(a) for a in ["python", "-m", "tools.keras_apps_cost",
                                                                *(argv or sys.argv[1:])]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"what": "the project's 2-core x86-64 CPU build machine, shared with other jobs at the time",
+        "machine": {"what": MACHINE,
                     "cpu_count": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
                     "keras": keras.__version__, "backend": keras.backend.backend()},
         "data": {"path": args.data, "train_images_drawn": len(x)},
