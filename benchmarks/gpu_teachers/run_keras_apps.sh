@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool `run`, carry [".gpu_teachers/keras_apps", ".whl"]), from the repository root:
-#   bash benchmarks/gpu_teachers/run_keras_apps.sh train [--max-seconds 420] [MODEL ...]
-#   bash benchmarks/gpu_teachers/run_keras_apps.sh pack cifar10_mobilenetv2 cifar10_efficientnetb0
+#   bash benchmarks/gpu_teachers/run_keras_apps.sh train [--max-seconds 400] [MODEL ...]
+#   bash benchmarks/gpu_teachers/run_keras_apps.sh pack cifar10_resnet50 cifar10_mobilenetv2 cifar10_efficientnetb0
 # Installs the three wheels the JAX image lacks (keras, namex, optree) into /tmp/site, then runs
 # train_keras_apps.py with KERAS_BACKEND=jax; `pack` copies the named models' shards to $OUT.
 # Prepare them here first: see the docstring of benchmarks/gpu_teachers/train_keras_apps.py.
