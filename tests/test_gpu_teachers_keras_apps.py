@@ -97,6 +97,49 @@ def test_batchnorm_recalibration_sets_the_plain_average_of_batch_statistics():
     assert abs(normalised.mean()) < 0.05 and abs(normalised.std() - 1.0) < 0.05
 
 
+def _threshold_model():
+    """Input(1) -> BatchNorm -> Dense(2) whose logit difference is the normalised input: right only when the
+    BatchNorm's moving mean is the data's (100), at chance when it is stale (0)."""
+    inputs = keras.Input((1,))
+    norm = keras.layers.BatchNormalization()
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(norm(inputs)))
+    dense.set_weights([np.array([[-0.5, 0.5]], "float32"), np.zeros(2, "float32")])
+    return model, norm
+
+
+def _threshold_data(n=400, seed=0):
+    y = np.random.default_rng(seed).integers(0, 2, n)
+    return (100.0 + np.where(y == 1, 1.0, -1.0))[:, None].astype("float32"), y
+
+
+@pytest.mark.parametrize("trained_mean, expect", [(0.0, "recalibrated"), (100.0, "trained")])
+def test_recalibrated_statistics_are_kept_only_when_no_worse_on_other_training_images(trained_mean, expect,
+                                                                                     monkeypatch):
+    """Stale moving statistics (mean 0) are replaced; current ones (mean 100) survive a recalibration that would
+    make them worse (here one that sets the mean to 0), and the record says which were kept and why."""
+    model, norm = _threshold_model()
+    norm.moving_mean.assign([trained_mean])
+    x, y = _threshold_data()
+    if expect == "trained":
+        def stale_recalibration(model, x, batch_size=apps.BN_BATCH):
+            norm.moving_mean.assign([0.0])
+            return 1
+
+        monkeypatch.setattr(apps, "recalibrate_batch_norm", stale_recalibration)
+    record = {}
+    apps.recalibrate(model, x, y, record, seed=0)
+    info = record["batch_norm_recalibration"]
+    assert info["kept"] == expect
+    assert info["train_images"] == 200 and info["choice_train_images"] == 200  # a small set is split in half
+    mean = float(keras.ops.convert_to_numpy(norm.moving_mean)[0])
+    if expect == "recalibrated":
+        assert info["choice_accuracy_trained"] < 70  # stale statistics: one class always, chance here
+        assert info["choice_accuracy_recalibrated"] == 100.0 and abs(mean - 100.0) < 0.5
+    else:
+        assert info["choice_accuracy_trained"] == 100.0 and info["choice_accuracy_recalibrated"] < 60
+        assert mean == 100.0  # the trained statistics were restored
+
 def _train_args(tmp_path, pack, **overrides):
     import argparse
 
