@@ -220,6 +220,17 @@ def _acc(x):
     return "-" if x is None else f"{x:.2f}"
 
 
+OLD_CODE_MARK = " †"
+OLD_CODE_NOTE = ("† made by a script since replaced (its \"as run\" command, below), with the code of its day: the "
+                 "paper's iterative loop and the old MP fit; the driver command runs today's code, which gives other "
+                 "numbers.")
+
+
+def made_by_old_code(result):
+    """Whether a result was produced by a script since replaced (its `command_as_run` is not its `command`)."""
+    return bool(result.get("command_as_run")) and result["command_as_run"] != result["command"]
+
+
 def _results_row(result):
     t, s = result["teacher"], result["methods"][0]
     fp32_ratio = _latency(s, "fp32").get("speedup_vs_teacher")
@@ -227,7 +238,8 @@ def _results_row(result):
     flop_ratio = t["flops"] / s["flops"] if s["flops"] else None
     t32, s32, s8 = _export(t, "fp32"), _export(s, "fp32"), _export(s, "int8")
     return [
-        result["name"], f"{t['params']:,}", f"{s['params']:,}", _pct(s.get("param_reduction")),
+        result["name"] + (OLD_CODE_MARK if made_by_old_code(result) else ""), f"{t['params']:,}", f"{s['params']:,}",
+        _pct(s.get("param_reduction")),
         _pct(s.get("flop_reduction")), _acc(t["test_accuracy"]), _acc(s["test_accuracy"]),
         f"{s['test_accuracy'] - t['test_accuracy']:+.2f}",
         f"{_acc(s32.get('test_accuracy'))} / {_acc(s8.get('test_accuracy'))}",
@@ -244,6 +256,8 @@ def results_table(results):
     """Every `compress` result (a list, in order): the summary table, the transformer table, the exports, commands."""
     lines = ["| " + " | ".join(RESULTS_HEADER) + " |", "|" + "---|" * len(RESULTS_HEADER)]
     lines += ["| " + " | ".join(_results_row(r)) + " |" for r in results]
+    if any(made_by_old_code(r) for r in results):
+        lines += ["", OLD_CODE_NOTE]
     text_results = [r for r in results if r["teacher"].get("encoder_params")]
     if text_results:
         lines += ["", "Transformer encoders (issue #5's bar: >= 80% fewer encoder parameters, <= 1.0 point, "

@@ -308,6 +308,18 @@ def test_compress_runs_end_to_end_on_the_packaged_model(tmp_path, capsys):
     assert "| e2e |" in table and driver.command_line(argv) in table
 
 
+def test_results_made_by_a_replaced_script_are_marked_in_the_table():
+    """A row whose result was made by a script since replaced carries the mark and the table explains it once;
+    a row made by its own driver command carries none."""
+    results = {r["name"]: r for r in compress_results()}
+    old, new = results["cifar10_mlp"], results["sst2_bert_tiny"]
+    assert render.made_by_old_code(old) and not render.made_by_old_code(new)
+    table = render.results_table([old, new])
+    assert "| cifar10_mlp" + render.OLD_CODE_MARK + " |" in table and "| sst2_bert_tiny |" in table
+    assert table.count(render.OLD_CODE_NOTE) == 1
+    assert render.OLD_CODE_NOTE not in render.results_table([new])
+
+
 def test_report_renders_a_task_of_any_kind(capsys):
     assert driver.main(["report", "--task", "configs/cifar10_mlp_seeds"]) == 0
     out = capsys.readouterr().out
