@@ -130,9 +130,14 @@ def _assert_same_as_one_device(tiny, out, stats_files):
             got = stats[layer]
             assert int(got["n_samples"]) == expected_stats.n_samples
             assert int(got["n_effective"]) == expected_stats.n_effective
+            # Each replica's float32 forward pass runs on part of the batch; on some CPUs its kernels round
+            # differently from the whole batch's (AMD EPYC: 2.5e-8 of the covariance's scale; an Intel build
+            # machine agreed bit for bit), so the float64 sums agree to float32 rounding. A lost or doubled batch,
+            # or a wrong weighting, would be off by 1e-2 of the scale or more.
             scale = np.abs(expected_stats.covariance).max()
-            np.testing.assert_allclose(got["covariance"], expected_stats.covariance, rtol=0, atol=1e-12 * scale)
-            np.testing.assert_allclose(got["mean"], expected_stats.mean, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(got["covariance"], expected_stats.covariance, rtol=0, atol=1e-6 * scale)
+            mean_scale = max(1.0, np.abs(expected_stats.mean).max())
+            np.testing.assert_allclose(got["mean"], expected_stats.mean, rtol=0, atol=1e-6 * mean_scale)
     # The student: distilled on the same global batches (SelfDistiller divides each replica's loss by the replica
     # count); tf.data shuffles in another order once the data set is distributed, so the weights differ by a few
     # learning-rate steps (measured: at most 4e-3 after 4 steps at 1e-3), not by rounding.
