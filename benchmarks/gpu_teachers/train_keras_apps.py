@@ -24,11 +24,12 @@ above, joined in one call (`train --max-seconds 400`, then `pack` of all three: 
 three for their full 30 epochs in parallel in 269 s (ResNet-50), 284 s (MobileNetV2) and 395 s (EfficientNet-B0),
 about 6 s an epoch after a 50-125 s first epoch that includes compilation; the call took 535 s and the lease 571 s
 of device time. `import --weights FOLDER --out benchmarks/models/gpu_e30` measured 80.28%, 75.67% and 69.97% test
-here (BENCHMARKS.md, "keras.applications teachers trained on the GPU"). On a CPU with JAX 0.10.2, `train --smoke`
+here (BENCHMARKS.md, "GPU route"). On a CPU with JAX 0.10.2, `train --smoke`
 runs all three and their JAX-saved .keras files load with TensorFlow.
 
 The same code also trains on TensorFlow's backend on the 2-core build machine (`KERAS_BACKEND=tensorflow ...
-one cifar10_mobilenetv2 --work .gpu_teachers/cpu --epochs 10 --max-seconds 3600`, 33 min; then `recalibrate`, `pack` and `import` as below): BENCHMARKS.md, "MobileNetV2 trained on the CPU";
+one cifar10_mobilenetv2 --work .gpu_teachers/cpu --epochs 10 --max-seconds 3600`, 33 min; then `recalibrate`,
+`pack` and `import` as below): BENCHMARKS.md, "MobileNetV2 trained on the CPU";
 `one cifar10_efficientnetb0 ... --epochs 10` took 42 min: "EfficientNet-B0 trained on the CPU";
 `one cifar10_mobilenetv2 --work .gpu_teachers/cpu25 --epochs 25` took 86.5 min (76.3% test), imported with
 `--out benchmarks/models/e25`: "MobileNetV2 trained for 25 epochs".
