@@ -79,10 +79,15 @@ def section(kind, name=None, path=BENCHMARKS_MD):
     return doc[doc.index(begin) + len(begin):doc.index(end)].strip("\n")
 
 
+def made_by_old_code(result):
+    """Whether a result was produced by a script since replaced (its `command_as_run` is not its `command`)."""
+    return bool(result.get("command_as_run")) and result["command_as_run"] != result["command"]
+
+
 def command_text(result):
     """The result's command in backticks, followed by the command it was actually run with when that differs."""
     text = f"`{result['command']}`"
-    if result.get("command_as_run") and result["command_as_run"] != result["command"]:
+    if made_by_old_code(result):
         text += f" (as run: `{result['command_as_run']}`)"
     return text
 
@@ -224,11 +229,6 @@ OLD_CODE_MARK = " †"
 OLD_CODE_NOTE = ("† made by a script since replaced (its \"as run\" command, below), with the code of its day: the "
                  "paper's iterative loop and the old MP fit; the driver command runs today's code, which gives other "
                  "numbers.")
-
-
-def made_by_old_code(result):
-    """Whether a result was produced by a script since replaced (its `command_as_run` is not its `command`)."""
-    return bool(result.get("command_as_run")) and result["command_as_run"] != result["command"]
 
 
 def _results_row(result):

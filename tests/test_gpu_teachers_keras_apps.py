@@ -140,6 +140,7 @@ def test_recalibrated_statistics_are_kept_only_when_no_worse_on_other_training_i
         assert info["choice_accuracy_trained"] == 100.0 and info["choice_accuracy_recalibrated"] < 60
         assert mean == 100.0  # the trained statistics were restored
 
+
 def _train_args(tmp_path, pack, **overrides):
     import argparse
 

@@ -161,6 +161,7 @@ def time_collection(model, x, batch_size, batches=4):
 # Whether other jobs shared the machine is not known here: each model's entry records the load averages around it.
 MACHINE = "the project's 2-core x86-64 CPU build machine (other load: each model's load_before / load_after)"
 
+
 def measure(label, application, size, x, y, args, full, dtype_policy="float32"):
     keras.backend.clear_session()
     gc.collect()
@@ -251,6 +252,7 @@ def _model_label(result, with_alpha=False):
     alpha = f" (alpha {result['alpha']})" if with_alpha and "alpha" in result else ""
     policy = f", {result['dtype_policy']}" if "dtype_policy" in result else ""
     return result["application"] + alpha + policy
+
 
 def markdown(payload):
     """The two tables of BENCHMARKS.md's #15 section, from a result written by this script.
