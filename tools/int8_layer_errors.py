@@ -13,6 +13,13 @@ RMSE / scale, the error in units of its own quantization step. Uniform rounding 
 a tensor far above that (a clipped range, an outlier channel) is a candidate to keep in float
 (`--precision int8-mixed`), while a network whose tensors all sit near 0.29 loses its accuracy to the
 accumulation of rounding over its depth, which no single float op repairs.
+
+That figure cannot see the other way int8 fails: a range stretched by outliers. Each activation tensor gets one
+scale, from the minimum and maximum seen in calibration, so a few huge values (one channel, on a few inputs)
+leave the typical values only a few of the 256 levels, and every op then rounds correctly to a step that is too
+coarse. `activation_ranges` measures that on the Keras model: for each layer's output on the debug images, the
+99.9th percentile of its magnitudes in steps of the range that min/max calibration would give it
+(`steps_below_p999`; 255 x p99.9 / range). Few steps there (under about 10) mean an outlier-stretched range.
 """
 
 from __future__ import annotations
@@ -64,6 +71,53 @@ def tensor_errors(model, calibration, debug) -> list[dict]:
     return sorted(rows, key=lambda r: -(r["rmse_over_scale"] or 0.0))
 
 
+def activation_ranges(model, x, batch_size: int = 10, sample_per_layer: int = 100_000, seed: int = 0) -> list[dict]:
+    """One row per layer output of `model` on `x` (sorted fewest `steps_below_p999` first): its minimum, maximum,
+    99.9th percentile of magnitudes, and that percentile in steps of the min/max range split into 255.
+
+    Layers whose output cannot be read alone (shared layers, several outputs) are skipped. The percentile is
+    taken on a random sample of at most `sample_per_layer` values per layer, so memory stays small on deep models.
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    >>> [row["layer"] for row in activation_ranges(model, np.ones((5, 4), "float32"))]
+    ['d']
+    """
+    import keras
+
+    layers, outputs = [], []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            output = layer.output
+        except (AttributeError, ValueError):  # a shared layer has several outputs
+            continue
+        if isinstance(output, (list, tuple, dict)):
+            continue
+        layers.append(layer.name)
+        outputs.append(output)
+    probe = keras.Model(model.inputs, outputs)
+    rng = np.random.default_rng(seed)
+    low = np.full(len(layers), np.inf)
+    high = np.full(len(layers), -np.inf)
+    samples = [[] for _ in layers]
+    per_batch = max(1, sample_per_layer * batch_size // max(1, len(x)))
+    for start in range(0, len(x), batch_size):
+        values = probe([x[start : start + batch_size]], training=False)  # a list: the structure of model.inputs
+        for i, value in enumerate(values if len(layers) > 1 else [values]):
+            value = np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float64).ravel()
+            low[i], high[i] = min(low[i], value.min()), max(high[i], value.max())
+            samples[i].append(rng.choice(np.abs(value), size=min(per_batch, value.size), replace=False))
+    rows = []
+    for name, lo, hi, sample in zip(layers, low, high, samples):
+        p999 = float(np.quantile(np.concatenate(sample), 0.999))
+        span = max(hi, 0.0) - min(lo, 0.0)  # TFLite's asymmetric int8 range always holds 0
+        rows.append({"layer": name, "min": float(lo), "max": float(hi), "p999_abs": p999,
+                     "steps_below_p999": 255 * p999 / span if span > 0 else None})
+    return sorted(rows, key=lambda r: np.inf if r["steps_below_p999"] is None else r["steps_below_p999"])
+
+
 def summarise(rows: list[dict]) -> dict:
     """The distribution of RMSE / scale, and how many tensors sit well above the rounding floor."""
     ratios = np.array([r["rmse_over_scale"] for r in rows if r["rmse_over_scale"] is not None])
@@ -97,15 +151,22 @@ def main(argv=None):
     need = args.representative_samples + args.debug_samples
     if len(x) < need:
         raise SystemExit(f"error: {len(x)} calibration examples, fewer than the {need} asked for")
-    rows = tensor_errors(task.model, x[: args.representative_samples], x[args.representative_samples : need])
+    debug = x[args.representative_samples : need]
+    rows = tensor_errors(task.model, x[: args.representative_samples], debug)
     summary = summarise(rows)
     print(summary)
     for row in rows[:10]:
         ratio = "n/a" if row["rmse_over_scale"] is None else f'{row["rmse_over_scale"]:.2f}'  # scale 0
         print(f'{row["op"]:18s} {ratio:>6s}  {row["tensor"][:100]}')
+    ranges = activation_ranges(task.model, debug)
+    print("fewest int8 steps below the 99.9th percentile of a layer's output (min/max calibration):")
+    for row in ranges[:10]:
+        print(f'{row["layer"]:32s} {row["steps_below_p999"]:7.1f} steps  (p99.9 {row["p999_abs"]:.3g}, '
+              f'range {row["min"]:.3g} .. {row["max"]:.3g})')
     write_json(args.out, {"schema_version": SCHEMA_VERSION, "kind": "int8_layer_errors", "name": args.out.stem,
                           "command": tool_command("tools.int8_layer_errors", sys.argv[1:] if argv is None else argv),
-                          "model": str(args.model), "data": args.data, "summary": summary, "tensors": rows})
+                          "model": str(args.model), "data": args.data, "summary": summary, "tensors": rows,
+                          "activation_ranges": ranges})
     print(f"wrote {args.out}")
 
 
