@@ -85,18 +85,7 @@ def activation_ranges(model, x, batch_size: int = 10, sample_per_layer: int = 10
     """
     import keras
 
-    layers, outputs = [], []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            output = layer.output
-        except (AttributeError, ValueError):  # a shared layer has several outputs
-            continue
-        if isinstance(output, (list, tuple, dict)):
-            continue
-        layers.append(layer.name)
-        outputs.append(output)
+    layers, outputs = _single_outputs(model)
     probe = keras.Model(model.inputs, outputs)
     rng = np.random.default_rng(seed)
     low = np.full(len(layers), np.inf)
@@ -116,6 +105,24 @@ def activation_ranges(model, x, batch_size: int = 10, sample_per_layer: int = 10
         rows.append({"layer": name, "min": float(lo), "max": float(hi), "p999_abs": p999,
                      "steps_below_p999": 255 * p999 / span if span > 0 else None})
     return sorted(rows, key=lambda r: np.inf if r["steps_below_p999"] is None else r["steps_below_p999"])
+
+
+def _single_outputs(model) -> tuple[list[str], list]:
+    """The names and symbolic outputs of `model`'s layers that have exactly one output tensor (no input layers)."""
+    import keras
+
+    names, outputs = [], []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            output = layer.output
+        except (AttributeError, ValueError):  # a shared layer has one output per call
+            continue
+        if not isinstance(output, (list, tuple, dict)):
+            names.append(layer.name)
+            outputs.append(output)
+    return names, outputs
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -161,7 +168,8 @@ def main(argv=None):
     ranges = activation_ranges(task.model, debug)
     print("fewest int8 steps below the 99.9th percentile of a layer's output (min/max calibration):")
     for row in ranges[:10]:
-        print(f'{row["layer"]:32s} {row["steps_below_p999"]:7.1f} steps  (p99.9 {row["p999_abs"]:.3g}, '
+        steps = "n/a" if row["steps_below_p999"] is None else f'{row["steps_below_p999"]:.1f}'  # an all-zero output
+        print(f'{row["layer"]:32s} {steps:>7s} steps  (p99.9 {row["p999_abs"]:.3g}, '
               f'range {row["min"]:.3g} .. {row["max"]:.3g})')
     write_json(args.out, {"schema_version": SCHEMA_VERSION, "kind": "int8_layer_errors", "name": args.out.stem,
                           "command": tool_command("tools.int8_layer_errors", sys.argv[1:] if argv is None else argv),
