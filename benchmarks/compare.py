@@ -15,6 +15,9 @@ teacher with the same loss, batch size and number of epochs:
   at `--target-params` / `--target-flops` or the deepest within `--search-tolerance`, `--epochs` distillation
   epochs from the teacher; `iterative`: the paper's loop). The epochs it spent are the budget `E` of every
   other method, and its size their target;
+- `rmtkd-mp-bn` (with `--schedule budgeted`): `rmtkd-mp` with its cut student's BatchNorm statistics
+  re-estimated before it is scored and distilled (`--recalibrate-bn`; `rmtkd-mp` itself follows
+  `--recalibrate-bn`, so pass it to compare the two);
 - `rmtkd-iterative` (with `--schedule budgeted`): the paper's loop, `--epochs-per-step`, `--max-steps`,
   `--final-epochs`, `--target-params` as its stopping rule;
 - `rmtkd-energy`, `rmtkd-gavish-donoho`: `rmtkd-mp`'s schedule and target with those rules;
@@ -185,7 +188,7 @@ def settings_record(args, kind, match, finetune):
         "max_steps": args.max_steps, "final_epochs": args.final_epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "distillation_learning_rate": args.distillation_learning_rate,
         "max_drop": args.max_drop, "seed": args.seed, "target_params": args.target_params,
-        "feature_weight": args.feature_weight,
+        "feature_weight": args.feature_weight, "recalibrate_bn": args.recalibrate_bn,
         "target_flops": args.target_flops, "search_tolerance": args.search_tolerance, "validation": args.validation,
         "tau": args.tau, "energy_fraction": args.energy_fraction, "alpha": finetune["alpha"],
         "temperature": finetune["temperature"], "latency_runs": args.runs, "seq_len": args.seq_len,
@@ -330,13 +333,14 @@ def run(args, kind="compare"):
             + f"), fp32 speed-up {entry['latency']['fp32']['speedup_vs_teacher']:.2f}x, wall {wall_s:.0f}s")
         return entry
 
-    def run_rmtkd(method, rule, rule_params, description, schedule):
+    def run_rmtkd(method, rule, rule_params, description, schedule, recalibrate_bn=args.recalibrate_bn):
         if schedule == "budgeted":
             config = CompressionConfig(
                 schedule="budgeted", rank_rule=rule, rule_params=rule_params, distillation_epochs=args.epochs,
                 distillation_learning_rate=args.distillation_learning_rate, search_tolerance=args.search_tolerance,
                 target_params=args.target_params, target_flops=args.target_flops, batch_size=args.batch_size,
-                max_drop=args.max_drop, seed=args.seed, feature_weight=args.feature_weight)
+                max_drop=args.max_drop, seed=args.seed, feature_weight=args.feature_weight,
+                recalibrate_batch_norm=recalibrate_bn)
         else:
             config = CompressionConfig(schedule="iterative", rank_rule=rule, rule_params=rule_params,
                                        target_params=args.target_params, feature_weight=args.feature_weight, **base)
@@ -352,7 +356,8 @@ def run(args, kind="compare"):
             epochs = args.epochs * max(len(attempts), 1)
             extra.update(cut_chosen_by=state.get("cut_chosen_by"), mp_cut_params=state["ladder"]["mp_cut"]["params"],
                          attempts=[{k: a.get(k) for k in ("params", "val_accuracy_after_surgery",
-                                                          "val_accuracy_after_distillation", "accepted")}
+                                                          "val_accuracy_after_batch_norm",
+                                                          "val_accuracy_after_distillation", "kept", "accepted")}
                                    for a in attempts])
         else:
             epochs = finetune_epochs_spent(state, config)
@@ -391,6 +396,10 @@ def run(args, kind="compare"):
         log(f"warning: {warning}")
     log(f"budget: {budget} fine-tuning epochs, target {target_params:,} params, RMT-KD ranks {rmtkd_ranks}")
 
+    if "rmtkd-mp-bn" in wanted and args.schedule == "budgeted":
+        run_rmtkd("rmtkd-mp-bn", main_rule, rules[main_rule],
+                  "rmtkd-mp with the cut student's BatchNorm statistics re-estimated before scoring and distillation",
+                  "budgeted", recalibrate_bn=True)
     if "rmtkd-iterative" in wanted and args.schedule == "budgeted":
         run_rmtkd("rmtkd-iterative", "mp", rules["mp"],
                   f"RMT-KD, the paper's iterative loop ({args.order}), MP rule, self-distillation per step", "iterative")

@@ -34,7 +34,8 @@ HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 ORDERS = ("shallow-to-deep", "block-by-block", "all-at-once")
 METHODS = (
-    "rmtkd-mp", "rmtkd-iterative", "rmtkd-energy", "rmtkd-gavish-donoho", "svd-rmtkd-ranks", "svd-uniform-rank",
+    "rmtkd-mp", "rmtkd-mp-bn", "rmtkd-iterative", "rmtkd-energy", "rmtkd-gavish-donoho", "svd-rmtkd-ranks",
+    "svd-uniform-rank",
     "dense-small-kd", "magnitude-pruning",
 )
 TRAINERS = {
@@ -131,6 +132,10 @@ def _add_run_options(parser, *, max_steps, final_epochs, runs):
     parser.add_argument("--feature-weight", type=float, default=0.0,
                         help="RMT-KD: weight of intermediate-feature distillation (the factorized layers' outputs "
                              "matched to the teacher's; README 'What it does', step 6)")
+    parser.add_argument("--recalibrate-bn", action="store_true",
+                        help="RMT-KD (budgeted): re-estimate the cut student's BatchNorm statistics before scoring and "
+                             "distilling it. The package does by default (--recalibrate-bn); here it is off unless "
+                             "given, so that the results committed before it existed still reproduce")
     parser.add_argument("--runs", type=_positive(int), default=runs, help="timed invocations per model and precision")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="result JSON (default benchmarks/results/...)")

@@ -15,6 +15,7 @@ A result is a JSON object (written atomically by `rmtkd_tf.io.write_json`) with 
   machine, extrapolated to the wall time of whole runs);
   `paired-test` (a student's test accuracy drop paired with its teacher, with its interval);
   `int8_layer_errors` (each quantized op's error in an int8 `.tflite`, in quantization steps);
+  `batch_norm_candidates` (a budgeted run's cut, cut with re-estimated BatchNorm and distilled student on a test set);
 - `name`: the result's name (a `compare` result's is `compare_<task name>`);
 - `command`: the command that regenerates it (`python -m benchmarks ...`);
 - `command_as_run`: present when the result was produced by another command (a script since replaced, or a
@@ -43,7 +44,7 @@ from pathlib import Path
 
 SCHEMA_VERSION = 2
 KINDS = ("compare", "compress", "seeds", "floor", "arm64", "retime", "resume", "crosscheck", "distribute", "quantize",
-         "attention_error", "cost", "paired-test", "int8_layer_errors")
+         "attention_error", "cost", "paired-test", "int8_layer_errors", "batch_norm_candidates")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -296,6 +296,10 @@ def _compression_config(options):
               help="Softmax temperature T of the distillation's KL term (scaled by T^2).")
 @click.option("--feature-weight", type=float, default=0.0, show_default=True,
               help="Weight of intermediate-feature distillation: the factorized layers' outputs matched to the teacher's.")
+@click.option("--recalibrate-bn/--no-recalibrate-bn", "recalibrate_batch_norm", default=True, show_default=True,
+              help="budgeted: re-estimate the cut student's BatchNorm statistics on training examples (no gradient "
+                   "step) before scoring and distilling it, and keep that student when it beats the distilled one "
+                   "on validation.")
 @click.option("--joint-qk", "joint_qk", is_flag=True,
               help="budgeted: an encoder whose query and key are both cut gets them factorized jointly (each head's "
                    "query-key bilinear form, key dim r) at no more parameters than the two separate cuts. Off by "
@@ -325,7 +329,7 @@ def compress(model, data_spec, unsafe, limit, seed, calibration_fraction, valida
              target_flops, max_drop, distillation_epochs, distillation_learning_rate, search_tolerance, max_attempts, validation,
              confidence, min_rank_ratio,
              order, split_on_rollback, layers, epochs_per_step, final_epochs, max_steps, batch_size, learning_rate, alpha, temperature,
-             feature_weight, joint_qk, calibration_samples, resume, strategy, do_export, precision, tensorboard_dir=None,
+             feature_weight, recalibrate_batch_norm, joint_qk, calibration_samples, resume, strategy, do_export, precision, tensorboard_dir=None,
              embedded_settings=None):
     """Compress MODEL (.keras) with RMT-KD; writes student.keras, student.tflite, report.json and report.md to -o.
 

@@ -50,6 +50,7 @@ import keras
 import numpy as np
 
 from rmtkd_tf.arguments import check_integer
+from rmtkd_tf.batch_norm import recalibrate_batch_norm  # noqa: F401  (part of this module's interface)
 from rmtkd_tf.collection import candidate_layers
 from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.factorization import low_rank_parameter_count
@@ -327,36 +328,6 @@ def width_for_parameter_count(model, target_params, seed=0, count=None):
         else:
             high = middle
     return low, scaled_width_model(model, low, seed=seed)
-
-
-def recalibrate_batch_norm(model, x, batch_size=64, max_samples=2048):
-    """Re-estimate every BatchNormalization's moving mean/variance as the plain average over `x`.
-
-    A model trained from scratch for a few hundred steps has moving averages
-    (momentum 0.99) still dominated by their initial values, so it can score
-    at chance in inference mode while it trains fine. This runs
-    `model(batch, training=True)` eagerly with momentum `i/(i+1)` on batch `i`
-    (a cumulative average, as PyTorch's `update_bn`), then restores each
-    layer's momentum. Dropout is active during these passes. Returns the
-    number of BatchNormalization layers updated.
-    """
-    layers = [layer for layer in model._flatten_layers(include_self=False)
-              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-    if not layers:
-        return 0
-    x = np.asarray(x)[: int(max_samples)]
-    if len(x) == 0:
-        raise RMTKDError("recalibrate_batch_norm needs at least one input example")
-    momenta = [layer.momentum for layer in layers]
-    try:
-        for i, start in enumerate(range(0, len(x), int(batch_size))):
-            for layer in layers:
-                layer.momentum = i / (i + 1.0)
-            model(x[start:start + int(batch_size)], training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    return len(layers)
 
 
 # ---------------------------------------------------------------------------------------------

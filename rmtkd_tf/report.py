@@ -76,7 +76,28 @@ def format_summary(report):
         text += "\n\n" + _tabulate(layer_rows)
     text += _format_exports(report.get("export") or {})
     text += f"\n\nstopped: {report.get('stopped')}"
+    text += _format_kept(report)
     return text
+
+
+#: What a budgeted attempt kept (`rmtkd_tf.schedules.budgeted.kept_candidate`), and each candidate's score.
+KEPT_TEXT = {"distillation": "the distilled student",
+             "batch_norm": "the cut with re-estimated BatchNorm statistics (it beat the distilled student)",
+             "surgery": "the cut alone (distillation lowered validation accuracy)"}
+CANDIDATE_SCORES = (("cut", "val_accuracy_after_surgery"), ("BatchNorm re-estimated", "val_accuracy_after_batch_norm"),
+                    ("distilled", "val_accuracy_after_distillation"))
+
+
+def _format_kept(report):
+    """The budgeted schedule's final attempt: which candidate student it kept, with their validation scores."""
+    final = report.get("final_attempt")
+    attempts = report.get("attempts") or []
+    if not final or final > len(attempts):
+        return ""
+    attempt = attempts[final - 1]
+    kept = attempt.get("kept") or ("distillation" if attempt.get("kept_distillation", True) else "surgery")
+    scores = ", ".join(f"{label} {attempt[key]:.2f}" for label, key in CANDIDATE_SCORES if attempt.get(key) is not None)
+    return f"\nkept: {KEPT_TEXT[kept]}" + (f" (validation %: {scores})" if scores else "")
 
 
 def _format_exports(exports):

@@ -12,7 +12,6 @@ from rmtkd_tf.baselines import (
     magnitude_masks,
     prunable_kernels,
     pruned_parameter_count,
-    recalibrate_batch_norm,
     scaled_width_model,
     svd_factors,
     uniform_rank_plan,
@@ -192,18 +191,3 @@ def test_fine_tune_trains_the_student_and_leaves_the_teacher_trainable():
     assert any(not np.allclose(a, b) for a, b in zip(before, student.get_weights()))
     assert all(layer.trainable for layer in teacher.layers)
     assert fine_tune(student, teacher, task_data(), epochs=0) == {}
-
-
-def test_recalibrate_batch_norm_sets_the_average_statistics_and_restores_momentum():
-    inputs = keras.Input((3,))
-    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
-    x = np.random.default_rng(0).normal(loc=[1.0, -2.0, 5.0], scale=[1.0, 3.0, 0.5], size=(96, 3)).astype("float32")
-    assert recalibrate_batch_norm(model, x, batch_size=32) == 1
-    layer = model.get_layer("bn")
-    batches = x.reshape(3, 32, 3)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean), batches.mean(axis=1).mean(axis=0), rtol=1e-5)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_variance), batches.var(axis=1).mean(axis=0), rtol=1e-4)
-    assert layer.momentum == 0.99
-    assert recalibrate_batch_norm(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), x) == 0
-    with pytest.raises(RMTKDError, match="at least one input"):
-        recalibrate_batch_norm(model, x[:0])

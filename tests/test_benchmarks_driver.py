@@ -149,6 +149,9 @@ def test_feature_weight_reaches_the_compression_config_and_the_recorded_settings
     assert driver.parse(["compare", "--teacher", "t.keras", "--data", "d"]).feature_weight == 0.0
     finetune = {"alpha": 0.7, "temperature": 4.0}
     assert settings_record(args, "compress", "model", finetune)["feature_weight"] == 0.5
+    assert settings_record(args, "compress", "model", finetune)["recalibrate_bn"] is False
+    args = driver.parse(["compare", "--task", "configs/cifar10_cnn_bn_seeds", "--recalibrate-bn"])
+    assert args.recalibrate_bn and "rmtkd-mp-bn" in args.methods.split(",")
 
 
 def test_compress_keeps_the_old_model_flag_and_its_defaults():

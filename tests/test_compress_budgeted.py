@@ -38,6 +38,10 @@ def test_target_params_is_met_with_one_cut_distilled_from_the_original(task, tmp
     # validation after every distillation epoch; the last one is the student the check scored
     attempt = report["attempts"][0]
     assert attempt["val_accuracy_by_epoch"] == [attempt["val_accuracy_after_distillation"]]
+    from rmtkd_tf.report import KEPT_TEXT, format_summary
+
+    assert attempt["kept"] in ("surgery", "distillation") and "val_accuracy_after_batch_norm" not in attempt
+    assert format_summary(report).splitlines()[-1].startswith(f"kept: {KEPT_TEXT[attempt['kept']]} (validation %: cut ")
     assert set(report["layers"]) <= {"hidden1", "hidden2"}  # the head is left alone
     for path, entry in report["layers"].items():
         assert type(student.get_layer(path)).__name__ == "LowRankDense"
@@ -220,3 +224,105 @@ def test_optimizer_state_round_trip_and_the_checkpoints_it_does_not_fit(tmp_path
     assert int(fresh.iterations) == 4
     for a, b in zip(fresh.variables, optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _batch_norm_task(seed=0):
+    """`_task`'s data on a model with a BatchNormalization after its first layer, whose moving statistics
+    are then shifted off (as stale statistics are after a cut): re-estimating them is worth many points."""
+    import keras
+
+    from tests.test_compress import _task
+
+    _, data = _task(seed)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((20,)),
+        keras.layers.Dense(64, name="hidden1"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(),
+        keras.layers.Dense(64, activation="relu", name="hidden2"),
+        keras.layers.Dense(3, name="logits"),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(data.x_train, data.y_train, epochs=15, batch_size=32, verbose=0)
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(bn.moving_mean + 2.0 * keras.ops.sqrt(bn.moving_variance))
+    return model, data
+
+
+@pytest.fixture(scope="module")
+def batch_norm_task():
+    return _batch_norm_task()
+
+
+def test_search_scores_cuts_after_their_batch_norm_statistics_are_re_estimated(batch_norm_task, tmp_path):
+    model, data = batch_norm_task
+    best = {}
+    for recalibrate in (False, True):
+        config = _config(search_tolerance=100.0, distillation_epochs=0, recalibrate_batch_norm=recalibrate)
+        _, report = compress(model, data, config, tmp_path / str(recalibrate), log=lambda m: None)
+        best[recalibrate] = max(entry["val_accuracy_before_training"] for entry in report["search"])
+    assert best[True] > best[False] + 10.0
+
+
+def test_an_attempt_keeps_the_re_estimated_surgery_when_distillation_makes_it_worse(
+        batch_norm_task, tmp_path, monkeypatch):
+    import keras
+
+    from rmtkd_tf.schedules import budgeted
+    from rmtkd_tf.steps import accuracy
+
+    model, data = batch_norm_task
+
+    def ruinous_distillation(student, *args, **kwargs):
+        for variable in student.trainable_variables:
+            variable.assign(keras.ops.zeros_like(variable))
+        return {}
+
+    monkeypatch.setattr(budgeted, "distil", ruinous_distillation)
+    assert budgeted.kept_candidate({"val_accuracy_after_surgery": 1.0, "val_accuracy_after_distillation": 2.0}) == \
+        "distillation"
+    config = _config(target_params=0.5, recalibrate_batch_norm=True)
+    student, report = compress(model, data, config, tmp_path / "run", log=lambda m: None)
+    attempt = report["attempts"][0]
+    assert attempt["val_accuracy_after_batch_norm"] > attempt["val_accuracy_after_surgery"] + 10.0
+    assert attempt["val_accuracy_after_distillation"] < attempt["val_accuracy_after_batch_norm"]
+    assert attempt["kept"] == "batch_norm" and not attempt["kept_distillation"]
+    # The returned student is the re-estimated surgery, not the ruined one nor the plain surgery.
+    assert accuracy(student, data.x_validation, data.y_validation) == attempt["val_accuracy_after_batch_norm"]
+    assert (tmp_path / "run" / "checkpoints" / "attempt_1_batch_norm.keras").exists()
+    from rmtkd_tf.report import format_summary
+
+    kept_line = format_summary(report).splitlines()[-1]
+    assert kept_line.startswith("kept: the cut with re-estimated BatchNorm statistics")
+    assert f"BatchNorm re-estimated {attempt['val_accuracy_after_batch_norm']:.2f}" in kept_line
+
+
+def test_distillation_starts_from_the_re_estimated_statistics(batch_norm_task, tmp_path):
+    model, data = batch_norm_task
+    config = _config(target_params=0.5, recalibrate_batch_norm=True, distillation_epochs=0)
+    student, report = compress(model, data, config, tmp_path / "run", log=lambda m: None)
+    attempt = report["attempts"][0]
+    # No epoch: the "distilled" student is the one distillation started from, scored like the re-estimated one,
+    # and a tie keeps the candidate that took no gradient step.
+    assert attempt["val_accuracy_after_distillation"] == attempt["val_accuracy_after_batch_norm"]
+    assert attempt["kept"] == "batch_norm"
+    teacher_mean = np.asarray(model.get_layer("bn").moving_mean)
+    assert not np.allclose(np.asarray(student.get_layer("bn").moving_mean), teacher_mean)
+
+
+def test_recalibrating_a_model_without_batch_norm_changes_nothing(task, tmp_path):
+    model, data = task
+    plain, _ = compress(model, data, _config(target_params=0.5, recalibrate_batch_norm=False), tmp_path / "plain",
+                        log=lambda m: None)
+    asked, report = compress(model, data, _config(target_params=0.5, recalibrate_batch_norm=True), tmp_path / "asked",
+                             log=lambda m: None)
+    assert "val_accuracy_after_batch_norm" not in report["attempts"][0]
+    np.testing.assert_allclose(asked.predict(data.x_test, verbose=0), plain.predict(data.x_test, verbose=0), atol=1e-5)
+
+
+def test_recalibrate_batch_norm_is_on_by_default_and_a_boolean():
+    assert CompressionConfig().recalibrate_batch_norm is True
+    assert _config(schedule="iterative").recalibrate_batch_norm is True  # the iterative loop ignores it
+    with pytest.raises(RMTKDError, match="true or false"):
+        _config(recalibrate_batch_norm="yes")
