@@ -82,8 +82,8 @@ def format_summary(report):
 
 #: What a budgeted attempt kept (`rmtkd_tf.schedules.budgeted.kept_candidate`), and each candidate's score.
 KEPT_TEXT = {"distillation": "the distilled student",
-             "batch_norm": "the cut with re-estimated BatchNorm statistics (it beat the distilled student)",
-             "surgery": "the cut alone (distillation lowered validation accuracy)"}
+             "batch_norm": "the cut with re-estimated BatchNorm statistics (distillation did not improve on it)",
+             "surgery": "the cut alone (distillation did not improve on it)"}
 CANDIDATE_SCORES = (("cut", "val_accuracy_after_surgery"), ("BatchNorm re-estimated", "val_accuracy_after_batch_norm"),
                     ("distilled", "val_accuracy_after_distillation"))
 
