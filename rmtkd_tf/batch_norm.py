@@ -29,14 +29,19 @@ from rmtkd_tf.errors import RMTKDError
 from rmtkd_tf.rows import n_rows, take_rows
 
 
+def batch_norms(model):
+    """Every BatchNormalization layer of `model`, nested models included."""
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def trainable_batch_norms(model):
     """The BatchNormalization layers of `model` (nested models included) that a training pass updates.
 
     A frozen BatchNormalization (`trainable=False`) normalises with its moving statistics even in
     training mode (Keras 3), so it is neither updated here nor by distillation.
     """
-    return [layer for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    return [layer for layer in batch_norms(model) if layer.trainable]
 
 
 def recalibrate_batch_norm(model, x, batch_size=64, max_samples=2048):

@@ -34,21 +34,16 @@ def cut_from_recalibrated(recalibrated, teacher):
 
     Raises SystemExit when a BatchNormalization of `recalibrated` has no namesake in `teacher`.
     """
-    import keras
+    from rmtkd_tf.batch_norm import batch_norms
 
-    def batch_norms(model):
-        return {layer.name: layer for layer in model._flatten_layers(include_self=False)
-                if isinstance(layer, keras.layers.BatchNormalization)}
-
-    originals = batch_norms(teacher)
-    restored = 0
-    for name, layer in batch_norms(recalibrated).items():
-        if name not in originals:
-            raise SystemExit(f"error: BatchNormalization {name!r} of the student is not in the teacher")
-        layer.moving_mean.assign(originals[name].moving_mean)
-        layer.moving_variance.assign(originals[name].moving_variance)
-        restored += 1
-    return restored
+    originals = {layer.name: layer for layer in batch_norms(teacher)}
+    layers = batch_norms(recalibrated)
+    for layer in layers:
+        if layer.name not in originals:
+            raise SystemExit(f"error: BatchNormalization {layer.name!r} of the student is not in the teacher")
+        layer.moving_mean.assign(originals[layer.name].moving_mean)
+        layer.moving_variance.assign(originals[layer.name].moving_variance)
+    return len(layers)
 
 
 def _paired(a_correct, b_correct):

@@ -127,10 +127,12 @@ def _search_index(model, ladder, statistics, decisions, data, config, state, ref
     # Bisection over ladder[1:]: the first cut, then at most ceil(log2(len - 1)) more.
     evaluations = 1 + math.ceil(math.log2(max(len(ladder) - 1, 1)))
 
+    rows = recalibration_rows(data, config) if config.recalibrate_batch_norm else None
+
     def passes(cut):
         student = _student(model, cut, statistics, decisions, joint_moments)
-        if student is not None and config.recalibrate_batch_norm:
-            _recalibrate(student, data, config)  # score the cut as an attempt would start from it
+        if student is not None and rows is not None:
+            _recalibrate(student, rows, config)  # score the cut as an attempt would start from it
         acc = base if student is None else accuracy(student, data.x_validation, data.y_validation)
         drop = None if base is None or acc is None else base - acc
         state["search"].append({"params": cut.params, "flops": cut.flops, "relative_error": cut.relative_error,
@@ -243,10 +245,9 @@ def recalibration_rows(data, config):
     return take_rows(data.x_train, rows)
 
 
-def _recalibrate(student, data, config):
-    """Re-estimate `student`'s BatchNorm statistics in place; the number of BatchNorm layers updated."""
-    return recalibrate_batch_norm(student, recalibration_rows(data, config), batch_size=config.batch_size,
-                                  max_samples=config.calibration_samples)
+def _recalibrate(student, rows, config):
+    """Re-estimate `student`'s BatchNorm statistics on `rows` in place; the number of BatchNorm layers updated."""
+    return recalibrate_batch_norm(student, rows, batch_size=config.batch_size, max_samples=n_rows(rows))
 
 
 #: The students an attempt chooses from, with the state key of each one's validation accuracy. On equal
@@ -280,14 +281,14 @@ def kept_candidate(attempt):
 
 def _start_from_recalibrated(student, data, config, attempt, checkpoint, log):
     """Re-estimate the fresh surgery's BatchNorm statistics, score it and keep it as a candidate."""
-    updated = _recalibrate(student, data, config)
+    rows = recalibration_rows(data, config)
+    updated = _recalibrate(student, rows, config)
     if not updated:
         return
     attempt["val_accuracy_after_batch_norm"] = accuracy(student, data.x_validation, data.y_validation)
     save_model(student, checkpoint)
     shown = attempt["val_accuracy_after_batch_norm"]
-    log(f"BatchNorm statistics of {updated} layers re-estimated on "
-        f"{min(n_rows(data.x_train), config.calibration_samples)} training examples: validation "
+    log(f"BatchNorm statistics of {updated} layers re-estimated on {n_rows(rows)} training examples: validation "
         f"{'-' if shown is None else round(shown, 2)}")
 
 
@@ -331,7 +332,7 @@ def _distil_attempt(model, surgery, cut, statistics, decisions, data, config, fo
     kept = kept_candidate(attempt)
     attempt.update(kept=kept, kept_distillation=kept == "distillation")
     if kept == "batch_norm":
-        log("kept the surgery with re-estimated BatchNorm statistics: it scores better on validation than distilled")
+        log("kept the surgery with re-estimated BatchNorm statistics: distillation did not improve on it on validation")
         return load_model(recalibrated)
     return student if kept == "distillation" else surgery
 
