@@ -200,8 +200,9 @@ def seeds_table(summary):
                     f"{_pm(m['test_accuracy'], '.2f')} | {_pm(m['test_change'], '+.2f')} | "
                     f"{_pm(m['fp32_speedup'], '.2f')}x | {_pm(m['int8_speedup'], '.2f')}x | "
                     f"{_pm(m['epochs'], '.1f')} | {_pm(m['wall_min'], '.1f')} |")
-    rows += ["", "Paired test-accuracy differences (same seed, same split and test examples), mean ± sd over "
-                 f"seeds {summary['seeds']}:", "", "| pair | per seed (pts) | mean ± sd |", "|---|---|---|"]
+    if summary["pairs"]:  # a one-method task has no pair to difference
+        rows += ["", "Paired test-accuracy differences (same seed, same split and test examples), mean ± sd over "
+                     f"seeds {summary['seeds']}:", "", "| pair | per seed (pts) | mean ± sd |", "|---|---|---|"]
     for pair, values in summary["pairs"].items():
         per_seed = ", ".join(f"{v:+.2f}" for v in values["per_seed"])
         rows.append(f"| {pair} | {per_seed} | {_pm(values['mean_sd'], '+.2f')} |")

@@ -218,6 +218,16 @@ def test_renderer_reproduces_the_committed_sections(stem):
             assert text == committed, f"BENCHMARKS.md section {kind}:{name} is not what the results render"
 
 
+def test_seeds_table_of_one_method_has_no_empty_pairs_table():
+    runs = [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
+    summary = aggregate(runs)
+    assert summary["pairs"] and "Paired test-accuracy differences" in render.seeds_table(summary)
+    one_method = {**summary, "methods": dict(list(summary["methods"].items())[:1]), "pairs": {}}
+    table = render.seeds_table(one_method)
+    assert "Paired test-accuracy differences" not in table and "| pair |" not in table
+    assert "Teacher test accuracy" in table
+
+
 def test_seeds_aggregate_refuses_runs_with_different_settings():
     runs = [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
     assert aggregate(runs)["seeds"] == [0, 1, 2]
