@@ -194,12 +194,12 @@ def settings_record(args, kind, match, finetune):
         "temperature": finetune["temperature"], "latency_runs": args.runs, "seq_len": args.seq_len,
         "test_limit": args.test_limit, "calibration_fraction": args.calibration_fraction,
         "validation_fraction": args.validation_fraction, "latency": timing.DESCRIPTION,
-        "timing_protocol": timing.PROTOCOL,
+        "timing_protocol": timing.PROTOCOL, "latency_seq_len": args.latency_seq_len,
     }
     if kind == "compare":
         settings.update(match_params=match, scratch_learning_rate=args.scratch_learning_rate, methods=args.methods)
     else:
-        settings.update(rank_rule=args.rank_rule, latency_seq_len=args.latency_seq_len)
+        settings.update(rank_rule=args.rank_rule)
     return settings
 
 
@@ -242,7 +242,7 @@ def run(args, kind="compare"):
         raise SystemExit(f"error: --data {args.data} has no test split; every method is scored on it")
     if args.test_limit is not None:
         data.x_test, data.y_test = take_rows(data.x_test, args.test_limit), data.y_test[: args.test_limit]
-    if getattr(args, "latency_seq_len", None) and not isinstance(data.x_test, dict):
+    if args.latency_seq_len and not isinstance(data.x_test, dict):
         raise SystemExit("error: --latency-seq-len is for text (BERT) models only")
     teacher_encoder_params = encoder_parameter_count(teacher)
     match = getattr(args, "match_params", "model")
@@ -262,7 +262,7 @@ def run(args, kind="compare"):
                 order=args.order)
     finetune = dict(batch_size=args.batch_size, alpha=CompressionConfig.alpha,
                     temperature=CompressionConfig.temperature, seed=args.seed)
-    evaluator = Evaluator(task, run_dir, args.runs, PRECISIONS[kind], getattr(args, "latency_seq_len", None))
+    evaluator = Evaluator(task, run_dir, args.runs, PRECISIONS[kind], args.latency_seq_len)
     result = {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
@@ -276,7 +276,7 @@ def run(args, kind="compare"):
         "splits": {"calibration": n_rows(data.x_calibration), "validation": int(len(data.y_validation)),
                    "fine_tuning": int(len(data.y_train)), "test": int(len(data.y_test))},
         "settings": settings_record(args, kind, match, finetune),
-        "timed_seq_len": getattr(args, "latency_seq_len", None),
+        "timed_seq_len": args.latency_seq_len,
         "notes": [
             "Every method: same teacher, same calibration/validation/fine-tuning split, same distillation loss, "
             "batch size and fine-tuning epochs (budget E = the epochs RMT-KD (MP) spent); the one-shot methods use "

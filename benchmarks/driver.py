@@ -137,6 +137,8 @@ def _add_run_options(parser, *, max_steps, final_epochs, runs):
                              "distilling it. The package does by default (--recalibrate-bn); here it is off unless "
                              "given, so that the results committed before it existed still reproduce")
     parser.add_argument("--runs", type=_positive(int), default=runs, help="timed invocations per model and precision")
+    parser.add_argument("--latency-seq-len", type=_positive(int),
+                        help="text models: time teacher and students rebuilt at this many tokens")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="result JSON (default benchmarks/results/...)")
     parser.add_argument("--run-dir", help="work folder (default benchmarks/runs/...; not committed)")
@@ -151,8 +153,6 @@ def build_parser():
     _add_run_options(compress, max_steps=12, final_epochs=2, runs=300)
     compress.add_argument("--rank-rule", default="mp", choices=("mp", "energy", "gavish-donoho"))
     compress.add_argument("--energy-fraction", type=float, default=0.9, help="energy rule: variance kept")
-    compress.add_argument("--latency-seq-len", type=_positive(int),
-                          help="text models: time teacher and student rebuilt at this many tokens")
 
     compare = sub.add_parser("compare", help="RMT-KD against the alternatives, same teacher, split and budget")
     _add_run_options(compare, max_steps=7, final_epochs=1, runs=200)

@@ -154,6 +154,17 @@ def test_feature_weight_reaches_the_compression_config_and_the_recorded_settings
     assert args.recalibrate_bn and "rmtkd-mp-bn" in args.methods.split(",")
 
 
+def test_compare_times_text_models_at_a_given_length_and_records_it():
+    from benchmarks.compare import settings_record
+
+    finetune = {"alpha": 0.7, "temperature": 4.0}
+    for command in ("compare", "compress"):
+        args = driver.parse([command, "--teacher", "t.keras", "--data", "d", "--latency-seq-len", "128"])
+        assert settings_record(args, command, "model", finetune)["latency_seq_len"] == 128
+        args = driver.parse([command, "--teacher", "t.keras", "--data", "d"])
+        assert settings_record(args, command, "model", finetune)["latency_seq_len"] is None
+
+
 def test_compress_keeps_the_old_model_flag_and_its_defaults():
     args = driver.parse(["compress", "--model", "m.keras", "--data", "d"])
     assert args.teacher == "m.keras" and (args.max_steps, args.final_epochs, args.runs) == (12, 2, 300)
