@@ -207,7 +207,8 @@ def seeds_table(summary):
         per_seed = ", ".join(f"{v:+.2f}" for v in values["per_seed"])
         rows.append(f"| {pair} | {per_seed} | {_pm(values['mean_sd'], '+.2f')} |")
     teacher = summary["teacher_test_accuracy"]
-    rows += ["", f"Teacher test accuracy {_pm(teacher, '.2f')} ({summary['data']}). Command (per seed): "
+    timed = f" Speed-ups timed at {summary['timed_seq_len']} tokens." if summary.get("timed_seq_len") else ""
+    rows += ["", f"Teacher test accuracy {_pm(teacher, '.2f')} ({summary['data']}).{timed} Command (per seed): "
                  f"{command_text(summary)}."]
     return "\n".join(rows)
 

@@ -86,6 +86,8 @@ def aggregate(runs):
                "methods": methods, "pairs": pairs, "command": runs[0]["command"], "data": runs[0]["data"]}
     if runs[0].get("command_as_run"):
         summary["command_as_run"] = runs[0]["command_as_run"]
+    if runs[0].get("timed_seq_len"):  # text models timed at another length than they run at
+        summary["timed_seq_len"] = runs[0]["timed_seq_len"]
     return summary
 
 

@@ -239,6 +239,13 @@ def test_seeds_table_of_one_method_has_no_empty_pairs_table():
     assert "Teacher test accuracy" in table
 
 
+def test_seeds_table_says_the_length_text_models_were_timed_at():
+    runs = [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
+    assert "timed at" not in render.seeds_table(aggregate(runs))
+    summary = aggregate([{**run, "timed_seq_len": 128} for run in runs])
+    assert summary["timed_seq_len"] == 128 and "Speed-ups timed at 128 tokens." in render.seeds_table(summary)
+
+
 def test_seeds_aggregate_refuses_runs_with_different_settings():
     runs = [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
     assert aggregate(runs)["seeds"] == [0, 1, 2]
