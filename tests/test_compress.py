@@ -134,11 +134,15 @@ def test_rolled_back_group_is_retried_in_halves_and_only_the_failing_layer_freez
     # 3-class head) nothing. The all-at-once step fails as a whole; its halves are retried shallow first.
     config = _config(rank_rule="fixed-rank", rule_params={"rank": 1}, max_drop=10.0, epochs_per_step=0,
                      order="all-at-once", max_steps=5)
-    student, report = compress(model, data, config, tmp_path / "split", log=lambda m: None)
+    messages = []
+    student, report = compress(model, data, config, tmp_path / "split", log=messages.append)
     history = json.loads((tmp_path / "split" / "history.json").read_text())
     assert [(s["layers"], s["accepted"]) for s in history["steps"]][:3] == [
         (["hidden1", "hidden2"], False), (["hidden1"], False), (["hidden2"], True)]
-    assert "rolled back at step 2" in report["frozen_layers"]["hidden1"]
+    assert "rolled back at step 2: validation drop" in report["frozen_layers"]["hidden1"]
+    # the log says why a step was rolled back: its drop's upper bound against max_drop
+    rolled_back = [m for m in messages if "rolled back" in m]
+    assert rolled_back and all("upper bound" in m and "max_drop 10.0" in m for m in rolled_back)
     assert type(student.get_layer("hidden1")).__name__ == "Dense"
     assert type(student.get_layer("hidden2")).__name__ == "LowRankDense"
     # Without splitting, the failed group freezes both layers and the student is the teacher.

@@ -88,7 +88,7 @@ def _next_group(state, config, eligible, open_paths, graph_paths):
     return group
 
 
-def _roll_back(state, config, step, group, factors, drop):
+def _roll_back(state, config, step, group, factors, reason):
     """Queue the halves of a rolled-back group (split_on_rollback) or freeze its layers; returns a log suffix."""
     cut = [p for p in group if p in factors]  # shallow to deep, as the group is
     if config.split_on_rollback and len(cut) > 1:
@@ -96,8 +96,23 @@ def _roll_back(state, config, step, group, factors, drop):
         state["pending"] = [cut[:half], cut[half:]] + state.get("pending", [])
         return f"; retrying its {half} shallower, then {len(cut) - half} deeper layers"
     for path in factors:
-        state["frozen"][path] = f"rolled back at step {step}: drop {drop:.2f} points"
+        state["frozen"][path] = f"rolled back at step {step}: {reason}"
     return ""
+
+
+def _why_nothing(decisions):
+    """Why a step reduced nothing: the first layer's reason, and how many other layers had one.
+
+    >>> _why_nothing([{"skipped": "rank 382 of 384 would not save parameters"}, {"skipped": "x"}])
+    'rank 382 of 384 would not save parameters; 1 other layer likewise skipped'
+    >>> _why_nothing([])
+    'no statistics collected'
+    """
+    if not decisions:
+        return "no statistics collected"
+    others = len(decisions) - 1
+    more = f"; {others} other layer{'s' if others > 1 else ''} likewise skipped" if others else ""
+    return f"{decisions[0]['skipped']}{more}"
 
 
 def _freeze_layers_at_floor(current, state, config, factors):
@@ -140,14 +155,14 @@ def advance(current, data, config, state, reference, rule, eligible, graph_paths
     if candidate is None:
         if config.order == "all-at-once":
             state["frozen"].update({p: "no reduction possible" for p in group})
-        skipped = record["decisions"][0]["skipped"] if record["decisions"] else "no statistics collected"
-        log(f"step {step}: {', '.join(group)}: nothing to reduce ({skipped})")
+        log(f"step {step}: {', '.join(group)}: nothing to reduce ({_why_nothing(record['decisions'])})")
         return current, record
     ranks = ranks_text_of(record)
     if not record["accepted"]:
-        retry = _roll_back(state, config, step, group, record["ranks"], record["val_drop"])
-        log(f"step {step}: {ranks}: val acc {record['val_accuracy']:.2f} (drop {record['val_drop']:.2f}) "
-            f"-> rolled back{retry}")
+        retry = _roll_back(state, config, step, group, record["ranks"], record["reason"])
+        # The reason names the drop's upper bound: on a small validation set a step that raised accuracy can
+        # still be rolled back, and the log has to say why.
+        log(f"step {step}: {ranks}: val acc {record['val_accuracy']:.2f} -> rolled back: {record['reason']}{retry}")
         return current, record
     state["accepted_step"] = step
     _freeze_layers_at_floor(candidate, state, config, record["ranks"])
