@@ -68,6 +68,18 @@ def test_compress_reduces_parameters_keeps_teacher_and_writes_history(task, tmp_
     assert report["teacher"]["test_accuracy"] is not None
 
 
+def test_final_distillation_keeps_the_better_model_and_says_which(task, tmp_path):
+    model, data = task
+    messages = []
+    student, _ = compress(model, data, _config(max_steps=1, final_epochs=1), tmp_path / "run", log=messages.append)
+    final = json.loads((tmp_path / "run" / "state.json").read_text())["final_distillation"]
+    line = next(m for m in messages if m.startswith("final distillation from the original teacher: val acc"))
+    assert line.endswith("(kept)" if final["kept"] else "(discarded: the model before it scores higher on validation)")
+    # whichever was kept, the student returned scores the better of the two on validation
+    kept_accuracy = max(final["val_accuracy_before"], final["val_accuracy_after"])
+    assert final["validation_check"]["val_accuracy"] == pytest.approx(kept_accuracy)
+
+
 def test_step_breaking_max_drop_is_rolled_back(task, tmp_path):
     model, data = task
     config = _config(rank_rule="fixed-rank", rule_params={"rank": 1}, max_drop=0.0, epochs_per_step=0, max_steps=2)

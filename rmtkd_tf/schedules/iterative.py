@@ -204,7 +204,8 @@ def _final_distillation(model, current, data, config, folder, state, log, refere
                         math.ceil(len(data.y_train) / config.batch_size), stage="final")
     _, acc_before, acc_after, kept = distil_keep_better(current, model, data, config, config.final_epochs,
                                                         seed=config.seed, callbacks=[shown])
-    log(f"final distillation from the original teacher: val acc {acc_before} -> {acc_after}")
+    outcome = "kept" if kept else "discarded: the model before it scores higher on validation"
+    log(f"final distillation from the original teacher: val acc {acc_before} -> {acc_after} ({outcome})")
     save_model(current, folder.checkpoint_path(state["accepted_step"]))
     state["final_done"] = True
     state["final_distillation"] = {"val_accuracy_before": acc_before, "val_accuracy_after": acc_after, "kept": kept,
