@@ -229,8 +229,13 @@ def test_renderer_reproduces_the_committed_sections(stem):
             assert text == committed, f"BENCHMARKS.md section {kind}:{name} is not what the results render"
 
 
+def _mlp_seed_runs():
+    """The committed per-seed results of the CIFAR-10 MLP comparison (seeds 0, 1, 2): a real seeds task."""
+    return [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
+
+
 def test_seeds_table_of_one_method_has_no_empty_pairs_table():
-    runs = [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
+    runs = _mlp_seed_runs()
     summary = aggregate(runs)
     assert summary["pairs"] and "Paired test-accuracy differences" in render.seeds_table(summary)
     one_method = {**summary, "methods": dict(list(summary["methods"].items())[:1]), "pairs": {}}
@@ -240,14 +245,14 @@ def test_seeds_table_of_one_method_has_no_empty_pairs_table():
 
 
 def test_seeds_table_says_the_length_text_models_were_timed_at():
-    runs = [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
+    runs = _mlp_seed_runs()
     assert "timed at" not in render.seeds_table(aggregate(runs))
     summary = aggregate([{**run, "timed_seq_len": 128} for run in runs])
     assert summary["timed_seq_len"] == 128 and "Speed-ups timed at 128 tokens." in render.seeds_table(summary)
 
 
 def test_seeds_aggregate_refuses_runs_with_different_settings():
-    runs = [schema.read_result(p) for p in sorted(RESULTS) if p.stem.startswith("compare_cifar10_mlp_seed")]
+    runs = _mlp_seed_runs()
     assert aggregate(runs)["seeds"] == [0, 1, 2]
     runs[1] = {**runs[1], "command": runs[1]["command"] + " --limit 10"}
     with pytest.raises(SystemExit, match="differ"):

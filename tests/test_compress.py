@@ -71,7 +71,7 @@ def test_compress_reduces_parameters_keeps_teacher_and_writes_history(task, tmp_
 def test_final_distillation_keeps_the_better_model_and_says_which(task, tmp_path):
     model, data = task
     messages = []
-    student, _ = compress(model, data, _config(max_steps=1, final_epochs=1), tmp_path / "run", log=messages.append)
+    compress(model, data, _config(max_steps=1, final_epochs=1), tmp_path / "run", log=messages.append)
     final = json.loads((tmp_path / "run" / "state.json").read_text())["final_distillation"]
     line = next(m for m in messages if m.startswith("final distillation from the original teacher: val acc"))
     assert line.endswith("(kept)" if final["kept"] else "(discarded: the model before it scores higher on validation)")
